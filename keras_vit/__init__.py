@@ -1,1 +1,33 @@
-"""placeholder"""
+"""keras-vit: the Vision Transformer (Dosovitskiy et al., ICLR 2021) for Keras 3.
+
+Runs unchanged on TensorFlow, JAX and PyTorch (`KERAS_BACKEND`).
+"""
+
+from keras_vit.checkpoint import load_weights
+from keras_vit.layers import (
+    MlpBlock,
+    MultiHeadDotProductAttention,
+    PatchEncoder,
+    Patches,
+    ResidualUnit,
+    StdConv2D,
+    TokenPooling,
+    TransformerBlock,
+)
+from keras_vit.model import ViT
+from keras_vit.preprocessing import preprocess_input
+from keras_vit.variants import (
+    VARIANTS,
+    ViTB8,
+    ViTB16,
+    ViTB32,
+    ViTH14,
+    ViTL16,
+    ViTL32,
+    ViTR50B16,
+    ViTS16,
+    ViTS32,
+    ViTTi16,
+)
+
+__version__ = "0.1.0"

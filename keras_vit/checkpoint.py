@@ -1,0 +1,288 @@
+"""Loading checkpoints in the official ViT layout, matched by name, never by position.
+
+Every source format is first turned into a flat dict `{official key: array}` (the layout of the
+`.npz` files published with the paper, keys joined by '/'); `assign_checkpoint` then checks the
+whole dict against the model (missing, extra and mis-shaped keys are named) before it writes a
+single variable, so a failed load leaves the model as it was.
+"""
+
+import os
+
+import numpy as np
+import scipy.ndimage
+
+from keras_vit.layers.patch_encoder import PatchEncoder
+from keras_vit.layers.resnet import ResidualUnit
+from keras_vit.layers.transformer_block import TransformerBlock
+
+POS_EMBED_KEY = "Transformer/posembed_input/pos_embedding"
+_HEAD_PREFIXES = ("head/", "pre_logits/")
+
+
+# --------------------------------------------------------------------------- model -> keys
+
+
+def official_variables(model):
+    """Maps each official checkpoint key to the model variable it fills.
+
+    Covers the patch embedding, class token, position embedding(s), encoder blocks, final
+    norm, `pre_logits`, `head` and the hybrid ResNet stem. Keys for this library's extensions
+    (2-D and relative position embeddings) follow the same scheme.
+    """
+    variables = {}
+    blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
+    for layer in model.layers:
+        if isinstance(layer, PatchEncoder):
+            variables["embedding/kernel"] = layer.kernel
+            variables["embedding/bias"] = layer.bias
+            if layer.use_class_token:
+                variables["cls"] = layer.cls
+            if layer.position_embedding == "learned_1d":
+                variables[POS_EMBED_KEY] = layer.pos_embedding
+            elif layer.position_embedding == "learned_2d":
+                variables[POS_EMBED_KEY + "_row"] = layer.pos_embedding_row
+                variables[POS_EMBED_KEY + "_col"] = layer.pos_embedding_col
+        elif isinstance(layer, ResidualUnit):
+            prefix = layer.name.replace("_unit", "/unit") + "/"  # block1_unit1 -> block1/unit1/
+            for part in ("1", "2", "3", "_proj"):
+                if part == "_proj" and not layer.needs_projection:
+                    continue
+                conv, norm = getattr(layer, f"conv{part}"), getattr(layer, f"gn{part}")
+                variables[f"{prefix}conv{part}/kernel"] = conv.kernel
+                variables[f"{prefix}gn{part}/scale"] = norm.gamma
+                variables[f"{prefix}gn{part}/bias"] = norm.beta
+        elif layer.name == "conv_root":
+            variables["conv_root/kernel"] = layer.kernel
+        elif layer.name in ("gn_root", "encoder_norm"):
+            prefix = "Transformer/encoder_norm" if layer.name == "encoder_norm" else "gn_root"
+            variables[f"{prefix}/scale"] = layer.gamma
+            variables[f"{prefix}/bias"] = layer.beta
+        elif layer.name in ("pre_logits", "head"):
+            variables[f"{layer.name}/kernel"] = layer.kernel
+            variables[f"{layer.name}/bias"] = layer.bias
+    for i, block in enumerate(blocks):
+        variables.update(_block_variables(block, f"Transformer/encoderblock_{i}/"))
+    return variables
+
+
+def _block_variables(block, prefix):
+    attention = block.attention
+    variables = {
+        f"{prefix}LayerNorm_0/scale": block.layer_norm_0.gamma,
+        f"{prefix}LayerNorm_0/bias": block.layer_norm_0.beta,
+        f"{prefix}LayerNorm_2/scale": block.layer_norm_2.gamma,
+        f"{prefix}LayerNorm_2/bias": block.layer_norm_2.beta,
+        f"{prefix}MlpBlock_3/Dense_0/kernel": block.mlp.dense_0.kernel,
+        f"{prefix}MlpBlock_3/Dense_0/bias": block.mlp.dense_0.bias,
+        f"{prefix}MlpBlock_3/Dense_1/kernel": block.mlp.dense_1.kernel,
+        f"{prefix}MlpBlock_3/Dense_1/bias": block.mlp.dense_1.bias,
+    }
+    mha = f"{prefix}MultiHeadDotProductAttention_1/"
+    for name in ("query", "key", "value", "out"):
+        variables[f"{mha}{name}/kernel"] = getattr(attention, f"{name}_kernel")
+        variables[f"{mha}{name}/bias"] = getattr(attention, f"{name}_bias")
+    if attention.relative_position:
+        variables[f"{mha}relative_embedding"] = attention.relative_embedding
+    return variables
+
+
+# --------------------------------------------------------------------------- files -> keys
+
+
+def read_npz(path):
+    """Reads an official or big_vision `.npz` into a dict in the official key layout."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            params = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # zipfile.BadZipFile, ValueError, EOFError, ...
+        raise ValueError(f"Cannot read {path} as a .npz checkpoint (corrupt or truncated?): {error}")
+    return normalize_keys(params, source=str(path))
+
+
+# big_vision's Linen names -> the official (pre-Linen counter) names inside a block.
+_BIG_VISION_BLOCK_NAMES = {
+    "LayerNorm_0": "LayerNorm_0",
+    "MultiHeadDotProductAttention_0": "MultiHeadDotProductAttention_1",
+    "LayerNorm_1": "LayerNorm_2",
+    "MlpBlock_0": "MlpBlock_3",
+}
+
+
+def normalize_keys(params, source="checkpoint"):
+    """Brings big_vision names (optional `params/` prefix, Linen counters, top-level
+    `pos_embedding`, scanned `encoderblock` stacks) to the official layout."""
+    out = {}
+    for key, value in params.items():
+        key = key.removeprefix("params/")
+        if key == "pos_embedding":
+            key = POS_EMBED_KEY
+        parts = key.split("/")
+        if len(parts) > 2 and parts[0] == "Transformer" and parts[1].startswith("encoderblock"):
+            parts[2] = _BIG_VISION_BLOCK_NAMES.get(parts[2], parts[2]) if _is_linen(params) else parts[2]
+            if parts[1] == "encoderblock":  # scanned layers: leading axis is the depth
+                for i, layer_value in enumerate(value):
+                    out["/".join(["Transformer", f"encoderblock_{i}"] + parts[2:])] = layer_value
+                continue
+        out["/".join(parts)] = value
+    if "embedding/kernel" not in out:
+        shown = ", ".join(sorted(params)[:8])
+        raise ValueError(
+            f"{source} is not a ViT checkpoint: it has no 'embedding/kernel' "
+            f"(first keys: {shown or 'none'})."
+        )
+    return out
+
+
+def _is_linen(params):
+    return any("MultiHeadDotProductAttention_0" in key for key in params)
+
+
+# --------------------------------------------------------------------------- keys -> model
+
+
+def resample_position_embedding(posemb, grid, num_prefix_tokens, method="official"):
+    """Resamples a (1, prefix + g*g, D) position embedding to a (rows, cols) grid.
+
+    Args:
+        posemb: the checkpoint's embedding; its grid part must be square.
+        grid: the target (rows, cols).
+        num_prefix_tokens: 1 when a class-token row leads (it is kept as is), else 0.
+        method: `"official"`: `scipy.ndimage.zoom(order=1)`, i.e. bilinear with aligned
+            corners, as `vit_jax/checkpoint.py` does; `"bicubic"`: timm's bicubic with
+            antialiasing (see `keras_vit.resample`).
+    """
+    prefix, old = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
+    side = int(round(np.sqrt(len(old))))
+    if side * side != len(old):
+        raise ValueError(
+            f"Cannot resample a position embedding of {len(old)} patches: not a square grid."
+        )
+    old = old.reshape(side, side, -1)
+    if method == "official":
+        zoom = (grid[0] / side, grid[1] / side, 1)
+        new = scipy.ndimage.zoom(old.astype(np.float64), zoom, order=1)
+    elif method == "bicubic":
+        from keras_vit.resample import bicubic_resize  # noqa: PLC0415 (optional path)
+
+        new = bicubic_resize(old.astype(np.float64), grid)
+    else:
+        raise ValueError(f"Unknown pos_embed_resample {method!r}; expected 'official' or 'bicubic'.")
+    new = new.reshape(1, grid[0] * grid[1], -1).astype(posemb.dtype)
+    return np.concatenate([prefix, new], axis=1)
+
+
+def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="official",
+                      skip_head=False):
+    """Writes `params` (official layout) into `model`, all or nothing.
+
+    Args:
+        model: a model built by `keras_vit.ViT`.
+        params: dict of official keys to arrays.
+        source: a name for error messages (usually the file path).
+        pos_embed_resample: how to resample the position embedding when the grid differs.
+        skip_head: leave `head` untouched (a new head for fine-tuning).
+
+    Raises:
+        ValueError: naming every missing, unexpected or mis-shaped key; the model is unchanged.
+    """
+    targets = official_variables(model)
+    if skip_head:
+        targets = {k: v for k, v in targets.items() if not k.startswith("head/")}
+    has_top = any(k.startswith(_HEAD_PREFIXES) for k in targets)
+    ignored = ()
+    if not has_top or skip_head:
+        # Without a top (or with a fresh head), the checkpoint's classifier is not wanted.
+        ignored = ("head/",) if has_top else _HEAD_PREFIXES
+    encoder = next(layer for layer in model.layers if isinstance(layer, PatchEncoder))
+    values, problems = {}, []
+    for key, variable in targets.items():
+        if key not in params:
+            problems.append(f"missing key '{key}' (model expects shape {tuple(variable.shape)})")
+            continue
+        try:
+            values[key] = _fit(key, np.asarray(params[key]), variable, encoder, pos_embed_resample)
+        except ValueError as error:
+            problems.append(str(error))
+    extra = sorted(k for k in params if k not in targets and not k.startswith(ignored))
+    for key in extra:
+        problems.append(f"unexpected key '{key}' with shape {tuple(np.shape(params[key]))}"
+                        + _extra_hint(key))
+    if problems:
+        listed = "\n  - ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise ValueError(
+            f"{source} does not fit model '{model.name}' ({len(problems)} problem(s); "
+            f"no weights were changed):\n  - {listed}{more}"
+        )
+    for key, value in values.items():
+        targets[key].assign(value)
+
+
+def _fit(key, value, variable, encoder, pos_embed_resample):
+    """The checkpoint array reshaped/resampled for `variable`, or a ValueError naming both."""
+    want = tuple(variable.shape)
+    if value.shape == want:
+        return value
+    if key == "embedding/kernel" and value.ndim == 4 and value.shape[:2] == want[:2] \
+            and value.shape[3] == want[3]:
+        raise ValueError(
+            f"'{key}': the checkpoint takes {value.shape[2]}-channel inputs but the model "
+            f"takes {want[2]} (shapes {value.shape} vs {want})"
+        )
+    if key == POS_EMBED_KEY and value.ndim == 3 and value.shape[2] == want[2]:
+        try:
+            return resample_position_embedding(
+                value, encoder.grid_size, int(encoder.use_class_token), pos_embed_resample
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"'{key}' has shape {value.shape} in the checkpoint, model expects {want}, "
+                f"and cannot be resampled: {error} (a class-token/GAP mismatch?)"
+            ) from None
+    squeezed = tuple(s for s in value.shape if s != 1)
+    if value.size == np.prod(want) and squeezed == tuple(s for s in want if s != 1):
+        return value.reshape(want)  # GroupNorm parameters are stored as (1, 1, 1, C)
+    raise ValueError(f"'{key}' has shape {value.shape} in the checkpoint, model expects {want}")
+
+
+def _extra_hint(key):
+    if key == "cls":
+        return " (the checkpoint has a class token: build with classifier='token')"
+    if key.startswith("pre_logits/"):
+        return " (the checkpoint has pre_logits: pass its representation_size)"
+    if key.startswith(("block", "conv_root", "gn_root")):
+        return " (a hybrid checkpoint: build with resnet_num_layers)"
+    if "encoderblock_" in key:
+        return " (the checkpoint is deeper than the model: check num_layers)"
+    return ""
+
+
+def load_weights(model, weights, pos_embed_resample="official", skip_head=False):
+    """Loads `weights` (an official/big_vision `.npz` or a Keras `.weights.h5`) into `model`.
+
+    A failed load raises and leaves every weight as it was.
+    """
+    path = os.fspath(weights)
+    if not os.path.exists(path):
+        raise ValueError(f"Weights file {path!r} does not exist.")
+    if path.endswith(".weights.h5"):
+        _load_keras_weights(model, path)
+        return model
+    if not path.endswith(".npz"):
+        raise ValueError(f"Cannot tell the format of {path!r}: expected a .npz or .weights.h5 file.")
+    params = read_npz(path)
+    assign_checkpoint(model, params, source=path, pos_embed_resample=pos_embed_resample,
+                      skip_head=skip_head)
+    return model
+
+
+def _load_keras_weights(model, path):
+    before = [np.array(v) for v in model.weights]
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        for variable, value in zip(model.weights, before):
+            variable.assign(value)
+        raise ValueError(f"Cannot load {path} into model '{model.name}': {error}") from error

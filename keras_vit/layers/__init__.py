@@ -1,0 +1,8 @@
+"""The paper's building blocks as Keras layers, one module per concept."""
+
+from keras_vit.layers.attention import MultiHeadDotProductAttention
+from keras_vit.layers.patch_encoder import PatchEncoder
+from keras_vit.layers.patches import Patches
+from keras_vit.layers.pooling import TokenPooling
+from keras_vit.layers.resnet import ResidualUnit, StdConv2D
+from keras_vit.layers.transformer_block import MlpBlock, TransformerBlock

@@ -1,0 +1,162 @@
+"""`PatchEncoder`: the paper's Eq. 1, z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos.
+
+Holds the linear patch projection E (stored as the official `embedding/kernel` (P, P, C, D), so a
+checkpoint maps 1:1 and the projection is a reshape + matmul, the same numbers as the official
+stride-P convolution), the optional class token (`cls`) and the position embedding.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_vit.layers.utils import to_pair
+
+POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none")
+
+
+def check_position_embedding(position_embedding):
+    if position_embedding not in POSITION_EMBEDDINGS:
+        raise ValueError(
+            f"Unknown position_embedding {position_embedding!r}; "
+            f"expected one of {', '.join(POSITION_EMBEDDINGS)}."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class PatchEncoder(keras.layers.Layer):
+    """Projects flattened patches, prepends the class token and adds position embeddings.
+
+    Args:
+        hidden_size: D, the width of the token embeddings.
+        patch_size: int or (P_h, P_w): the size of the patches coming from `Patches`; together
+            with the input's last axis it fixes the number of channels.
+        grid_size: (rows, columns) of the patch grid. Needed for `"learned_2d"`; when None a
+            square grid is assumed.
+        use_class_token: prepend the learned `[class]` token (the paper's `x_class`, zero-
+            initialised as in the official code). Off for global-average-pooling models.
+        position_embedding: `"learned_1d"` (the paper's default: one learned vector per token,
+            normal(0.02) init), `"learned_2d"` (two learned tables of D/2, one indexed by patch
+            row and one by column, concatenated per patch; the class token gets none, being
+            learned itself), `"relative"` (no absolute embedding here: the position enters
+            through relative attention in each `TransformerBlock`) or `"none"` (a bag of patches).
+        dropout_rate: dropout right after adding the position embedding, as in the paper.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> patches = np.zeros((2, 4, 12), "float32")   # 2x2 grid of 2x2x3 patches
+    >>> PatchEncoder(hidden_size=8, patch_size=2)(patches).shape
+    (2, 5, 8)
+    """
+
+    def __init__(
+        self,
+        hidden_size,
+        patch_size,
+        grid_size=None,
+        use_class_token=True,
+        position_embedding="learned_1d",
+        dropout_rate=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        check_position_embedding(position_embedding)
+        if position_embedding == "learned_2d" and hidden_size % 2:
+            raise ValueError(
+                f"position_embedding='learned_2d' splits hidden_size into two halves; "
+                f"hidden_size {hidden_size} is odd."
+            )
+        self.hidden_size = hidden_size
+        self.patch_size = to_pair(patch_size, "patch_size")
+        self.grid_size = None if grid_size is None else to_pair(grid_size, "grid_size")
+        self.use_class_token = use_class_token
+        self.position_embedding = position_embedding
+        self.dropout_rate = dropout_rate
+
+    def build(self, input_shape):
+        num_patches, patch_dim = input_shape[1], input_shape[2]
+        ph, pw = self.patch_size
+        if patch_dim % (ph * pw):
+            raise ValueError(
+                f"Patch vectors of length {patch_dim} do not hold {ph}x{pw} patches."
+            )
+        channels = patch_dim // (ph * pw)
+        if self.grid_size is None:
+            side = math.isqrt(num_patches)
+            if side * side != num_patches:
+                raise ValueError(
+                    f"{num_patches} patches do not form a square grid; pass grid_size=(rows, cols)."
+                )
+            self.grid_size = (side, side)
+        if self.grid_size[0] * self.grid_size[1] != num_patches:
+            raise ValueError(f"grid_size {self.grid_size} does not hold {num_patches} patches.")
+        self.num_patches = num_patches
+        d = self.hidden_size
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(ph, pw, channels, d),
+            # LeCun normal over the fan-in of one patch, as the official nn.Conv default.
+            initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"),
+        )
+        self.bias = self.add_weight(name="bias", shape=(d,), initializer="zeros")
+        if self.use_class_token:
+            self.cls = self.add_weight(name="cls", shape=(1, 1, d), initializer="zeros")
+        pos_init = keras.initializers.RandomNormal(stddev=0.02)
+        if self.position_embedding == "learned_1d":
+            self.pos_embedding = self.add_weight(
+                name="pos_embedding",
+                shape=(1, num_patches + int(self.use_class_token), d),
+                initializer=pos_init,
+            )
+        elif self.position_embedding == "learned_2d":
+            self.pos_embedding_row = self.add_weight(
+                name="pos_embedding_row", shape=(self.grid_size[0], d // 2), initializer=pos_init
+            )
+            self.pos_embedding_col = self.add_weight(
+                name="pos_embedding_col", shape=(self.grid_size[1], d // 2), initializer=pos_init
+            )
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.built = True
+
+    def call(self, patches, training=None):
+        ph, pw, channels, d = self.kernel.shape
+        kernel = ops.reshape(self.kernel, (ph * pw * channels, d))
+        x = ops.matmul(patches, kernel) + self.bias  # x_p^i E
+        if self.use_class_token:
+            cls = ops.broadcast_to(ops.cast(self.cls, x.dtype), (ops.shape(x)[0], 1, d))
+            x = ops.concatenate([cls, x], axis=1)
+        if self.position_embedding == "learned_1d":
+            x = x + ops.cast(self.pos_embedding, x.dtype)
+        elif self.position_embedding == "learned_2d":
+            x = x + ops.cast(self._pos_embedding_2d(), x.dtype)
+        return self.dropout(x, training=training)
+
+    def _pos_embedding_2d(self):
+        rows, cols = self.grid_size
+        half = self.hidden_size // 2
+        row = ops.broadcast_to(self.pos_embedding_row[:, None, :], (rows, cols, half))
+        col = ops.broadcast_to(self.pos_embedding_col[None, :, :], (rows, cols, half))
+        grid = ops.reshape(ops.concatenate([row, col], axis=-1), (1, rows * cols, self.hidden_size))
+        if self.use_class_token:  # the class token carries no position
+            grid = ops.pad(grid, ((0, 0), (1, 0), (0, 0)))
+        return grid
+
+    def compute_output_shape(self, input_shape):
+        tokens = None if input_shape[1] is None else input_shape[1] + int(self.use_class_token)
+        return (input_shape[0], tokens, self.hidden_size)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_size": self.hidden_size,
+                "patch_size": self.patch_size,
+                "grid_size": self.grid_size,
+                "use_class_token": self.use_class_token,
+                "position_embedding": self.position_embedding,
+                "dropout_rate": self.dropout_rate,
+            }
+        )
+        return config

@@ -1,0 +1,194 @@
+"""`TransformerBlock`: one pre-LN encoder layer, the paper's Eq. 2-3.
+
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1}      (Eq. 2)
+    z_l  = MLP(LN(z'_l)) + z'_l             (Eq. 3)
+
+Sublayer names follow the official checkpoint (`LayerNorm_0`, `MultiHeadDotProductAttention_1`,
+`LayerNorm_2`, `MlpBlock_3` with `Dense_0`/`Dense_1`).
+"""
+
+import keras
+from keras import ops
+
+from keras_vit.layers.attention import MultiHeadDotProductAttention
+
+# The official LayerNorm epsilon (Keras defaults to 1e-3, PyTorch to 1e-5).
+LAYER_NORM_EPSILON = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class MlpBlock(keras.layers.Layer):
+    """Dense(mlp_dim) -> GELU -> Dropout -> Dense(D) -> Dropout.
+
+    Args:
+        mlp_dim: width of the hidden layer.
+        dropout_rate: dropout after each dense layer, as in the paper.
+        gelu_approximate: tanh-approximate GELU (the official checkpoints' training) when True,
+            exact erf GELU (timm, HF transformers) when False.
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Example:
+
+    >>> import numpy as np
+    >>> MlpBlock(mlp_dim=16)(np.zeros((1, 3, 8), "float32")).shape
+    (1, 3, 8)
+    """
+
+    def __init__(self, mlp_dim, dropout_rate=0.0, gelu_approximate=True, **kwargs):
+        super().__init__(**kwargs)
+        self.mlp_dim = mlp_dim
+        self.dropout_rate = dropout_rate
+        self.gelu_approximate = gelu_approximate
+
+    def build(self, input_shape):
+        # Official init: Xavier-uniform kernels, tiny normal biases.
+        bias_init = keras.initializers.RandomNormal(stddev=1e-6)
+        self.dense_0 = keras.layers.Dense(
+            self.mlp_dim, kernel_initializer="glorot_uniform", bias_initializer=bias_init,
+            name="Dense_0",
+        )
+        self.dense_1 = keras.layers.Dense(
+            input_shape[-1], kernel_initializer="glorot_uniform", bias_initializer=bias_init,
+            name="Dense_1",
+        )
+        self.dense_0.build(input_shape)
+        self.dense_1.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.built = True
+
+    def call(self, x, training=None):
+        y = ops.gelu(self.dense_0(x), approximate=self.gelu_approximate)
+        y = self.dropout(y, training=training)
+        return self.dropout(self.dense_1(y), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "mlp_dim": self.mlp_dim,
+                "dropout_rate": self.dropout_rate,
+                "gelu_approximate": self.gelu_approximate,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_vit")
+class TransformerBlock(keras.layers.Layer):
+    """Pre-LN multi-head self-attention and MLP, each with a residual connection.
+
+    Args:
+        num_heads: attention heads H; must divide the hidden size.
+        mlp_dim: width of the MLP's hidden layer.
+        dropout_rate: dropout after the attention output and after each MLP dense layer.
+        attention_dropout_rate: dropout on attention probabilities (0 in the paper).
+        gelu_approximate: tanh-approximate GELU (official) or exact erf (`False`).
+        stochastic_depth_rate: probability of dropping each residual branch per example during
+            training (not in the paper; useful for from-scratch training on small data).
+        layer_norm_epsilon: 1e-6, the official value.
+        relative_position: use the paper's relative-position attention (see
+            `MultiHeadDotProductAttention`).
+        **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        x: tokens (B, T, D).
+        training: whether dropout and stochastic depth are active.
+        return_attention_scores: also return the attention probabilities (B, H, T, T).
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = TransformerBlock(num_heads=2, mlp_dim=16)
+    >>> y, probs = block(np.zeros((1, 5, 8), "float32"), return_attention_scores=True)
+    >>> y.shape, probs.shape
+    ((1, 5, 8), (1, 2, 5, 5))
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        mlp_dim,
+        dropout_rate=0.0,
+        attention_dropout_rate=0.0,
+        gelu_approximate=True,
+        stochastic_depth_rate=0.0,
+        layer_norm_epsilon=LAYER_NORM_EPSILON,
+        relative_position=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.mlp_dim = mlp_dim
+        self.dropout_rate = dropout_rate
+        self.attention_dropout_rate = attention_dropout_rate
+        self.gelu_approximate = gelu_approximate
+        self.stochastic_depth_rate = stochastic_depth_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.relative_position = relative_position
+        self.seed_generator = keras.random.SeedGenerator() if stochastic_depth_rate else None
+
+    def build(self, input_shape):
+        eps = self.layer_norm_epsilon
+        self.layer_norm_0 = keras.layers.LayerNormalization(epsilon=eps, name="LayerNorm_0")
+        self.attention = MultiHeadDotProductAttention(
+            self.num_heads,
+            attention_dropout_rate=self.attention_dropout_rate,
+            relative_position=self.relative_position,
+            name="MultiHeadDotProductAttention_1",
+        )
+        self.layer_norm_2 = keras.layers.LayerNormalization(epsilon=eps, name="LayerNorm_2")
+        self.mlp = MlpBlock(
+            self.mlp_dim,
+            dropout_rate=self.dropout_rate,
+            gelu_approximate=self.gelu_approximate,
+            name="MlpBlock_3",
+        )
+        for layer in (self.layer_norm_0, self.attention, self.layer_norm_2, self.mlp):
+            layer.build(input_shape)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.built = True
+
+    def _drop_path(self, branch, training):
+        """Stochastic depth: zero the whole residual branch for some examples, rescale the rest."""
+        if not (training and self.stochastic_depth_rate):
+            return branch
+        keep = 1.0 - self.stochastic_depth_rate
+        shape = (ops.shape(branch)[0], 1, 1)
+        mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator))
+        return branch * ops.cast(mask / keep, branch.dtype)
+
+    def call(self, x, training=None, return_attention_scores=False):
+        y = self.layer_norm_0(x)
+        if return_attention_scores:
+            y, probs = self.attention(y, training=training, return_attention_scores=True)
+        else:
+            y = self.attention(y, training=training)
+        y = self.dropout(y, training=training)
+        x = x + self._drop_path(y, training)  # Eq. 2
+        y = self.mlp(self.layer_norm_2(x), training=training)
+        x = x + self._drop_path(y, training)  # Eq. 3
+        if return_attention_scores:
+            return x, probs
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "mlp_dim": self.mlp_dim,
+                "dropout_rate": self.dropout_rate,
+                "attention_dropout_rate": self.attention_dropout_rate,
+                "gelu_approximate": self.gelu_approximate,
+                "stochastic_depth_rate": self.stochastic_depth_rate,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "relative_position": self.relative_position,
+            }
+        )
+        return config

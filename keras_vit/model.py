@@ -1,0 +1,180 @@
+"""`ViT(...)`: the Vision Transformer as a Keras functional model (paper Sec. 3.1, Eq. 1-4).
+
+    z_0 = [x_class; x_p^1 E; ...; x_p^N E] + E_pos        Eq. 1   PatchEncoder
+    z'_l = MSA(LN(z_{l-1})) + z_{l-1},  l = 1..L          Eq. 2   TransformerBlock
+    z_l = MLP(LN(z'_l)) + z'_l,         l = 1..L          Eq. 3   TransformerBlock
+    y = LN(z_L^0)                                         Eq. 4   encoder_norm + TokenPooling
+
+The constructor follows `keras.applications` (`include_top`, `weights`, `input_tensor`,
+`input_shape`, `pooling`, `classes`, `classifier_activation`, `include_preprocessing`).
+"""
+
+import keras
+
+from keras_vit import checkpoint
+from keras_vit.layers.patch_encoder import PatchEncoder, check_position_embedding
+from keras_vit.layers.patches import Patches, grid_size
+from keras_vit.layers.pooling import POOLINGS, TokenPooling
+from keras_vit.layers.resnet import resnet_stem
+from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
+from keras_vit.layers.utils import to_pair
+
+CLASSIFIERS = ("token", "gap")
+
+
+def ViT(
+    image_size=224,
+    patch_size=16,
+    hidden_size=768,
+    num_layers=12,
+    num_heads=12,
+    mlp_dim=3072,
+    classifier="token",
+    position_embedding="learned_1d",
+    representation_size=None,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+    gelu_approximate=True,
+    stochastic_depth_rate=0.0,
+    resnet_num_layers=None,
+    resnet_width_factor=1,
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    include_preprocessing=True,
+    name="vit",
+):
+    """Builds a Vision Transformer.
+
+    Args:
+        image_size: int or (height, width) of the input images. Ignored when `input_shape` is
+            given.
+        patch_size: int or (P_h, P_w). Must divide the image size (for hybrids: the ResNet's
+            feature map, so R50+ViT-B/16 uses patch size 1 on a 1/16-resolution map).
+        hidden_size: D, the token width.
+        num_layers: L, the number of encoder blocks.
+        num_heads: attention heads; must divide `hidden_size`.
+        mlp_dim: hidden width of each block's MLP.
+        classifier: `"token"` (prepend a class token and classify its final row) or `"gap"`
+            (no class token; mean of all tokens after the final LayerNorm).
+        position_embedding: `"learned_1d"` (paper default), `"learned_2d"`, `"relative"` or
+            `"none"`; see `PatchEncoder`.
+        representation_size: if set, a `pre_logits` Dense + tanh of this width before the head
+            (as in the ImageNet-21k pre-training checkpoints).
+        dropout_rate: dropout after the position embedding and after each dense layer but
+            q/k/v (paper: 0.1 for pre-training, 0 for fine-tuning).
+        attention_dropout_rate: dropout on attention probabilities (0 in the paper).
+        gelu_approximate: tanh-approximate GELU as the official checkpoints were trained
+            (default), or exact erf GELU as timm / HF transformers (`False`).
+        stochastic_depth_rate: maximum drop-path rate, growing linearly over the blocks
+            (0 = off, as in the paper).
+        resnet_num_layers: units per stage of the hybrid's BiT ResNet stem, e.g. (3, 4, 9);
+            None for a pure ViT.
+        resnet_width_factor: width multiplier of that ResNet.
+        include_top: include `pre_logits` (if any) and the classification `head`.
+        weights: None (random init), a path to a checkpoint in the official `.npz` layout (or
+            big_vision's), or a Keras `.weights.h5` file. The position embedding is resampled
+            when the checkpoint's resolution differs (see `keras_vit.checkpoint`).
+        input_tensor: optional Keras tensor to use as the model's input.
+        input_shape: optional (H, W, C); overrides `image_size`, and allows C != 3.
+        pooling: with `include_top=False`: None returns the normalised token sequence
+            (B, T, D); `"token"`, `"avg"` or `"max"` return (B, D).
+        classes: number of classes of the head.
+        classifier_activation: activation of the head (`"softmax"`, None for logits, ...).
+        include_preprocessing: the model takes RGB in [0, 255] and scales it to [-1, 1]
+            itself; with False the caller passes [-1, 1] (see `keras_vit.preprocess_input`).
+        name: the model's name.
+
+    Returns:
+        A `keras.Model`.
+
+    Example:
+
+    >>> model = ViT(image_size=32, patch_size=8, hidden_size=64, num_layers=2, num_heads=4,
+    ...             mlp_dim=128, classes=10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier {classifier!r}; expected one of {', '.join(CLASSIFIERS)}.")
+    check_position_embedding(position_embedding)
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}.")
+    if pooling is not None and pooling not in POOLINGS:
+        raise ValueError(
+            f"Unknown pooling {pooling!r}; expected None or one of {', '.join(POOLINGS)}."
+        )
+    if pooling == "token" and classifier != "token":
+        raise ValueError("pooling='token' needs a class token, but classifier='gap' has none.")
+    if include_top and (not isinstance(classes, int) or classes < 1):
+        raise ValueError(f"`classes` must be a positive int with include_top=True, got {classes!r}.")
+
+    inputs, x = _inputs(image_size, input_tensor, input_shape)
+    if include_preprocessing:
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
+    if resnet_num_layers is not None:
+        x = resnet_stem(x, tuple(resnet_num_layers), resnet_width_factor)
+    grid = grid_size(tuple(x.shape[1:3]), patch_size)
+
+    x = Patches(patch_size, name="patches")(x)
+    x = PatchEncoder(
+        hidden_size,
+        patch_size,
+        grid_size=grid,
+        use_class_token=classifier == "token",
+        position_embedding=position_embedding,
+        dropout_rate=dropout_rate,
+        name="embedding",
+    )(x)
+    for i in range(num_layers):
+        x = TransformerBlock(
+            num_heads,
+            mlp_dim,
+            dropout_rate=dropout_rate,
+            attention_dropout_rate=attention_dropout_rate,
+            gelu_approximate=gelu_approximate,
+            stochastic_depth_rate=stochastic_depth_rate * i / max(num_layers - 1, 1),
+            relative_position=position_embedding == "relative",
+            name=f"encoderblock_{i}",
+        )(x)
+    x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+
+    if include_top:
+        x = TokenPooling("token" if classifier == "token" else "avg", name="pool")(x)
+        if representation_size:
+            x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits")(x)
+        # Zero-initialised head (paper); float32 so logits stay exact under mixed precision.
+        x = keras.layers.Dense(
+            classes,
+            activation=classifier_activation,
+            kernel_initializer="zeros",
+            bias_initializer="zeros",
+            dtype="float32",
+            name="head",
+        )(x)
+    elif pooling is not None:
+        x = TokenPooling(pooling, name="pool")(x)
+
+    model = keras.Model(inputs, x, name=name)
+    if weights is not None:
+        checkpoint.load_weights(model, weights)
+    return model
+
+
+def _inputs(image_size, input_tensor, input_shape):
+    """The model's input layer(s) and the tensor to build on, `keras.applications` style."""
+    if input_shape is None:
+        height, width = to_pair(image_size, "image_size")
+        input_shape = (height, width, 3)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape!r}.")
+    if input_tensor is None:
+        inputs = keras.Input(shape=tuple(input_shape), name="images")
+        return inputs, inputs
+    if not keras.backend.is_keras_tensor(input_tensor):
+        input_tensor = keras.Input(tensor=input_tensor, shape=tuple(input_shape))
+    return keras.utils.get_source_inputs(input_tensor), input_tensor

@@ -1,0 +1,81 @@
+"""The paper's model variants (Table 1, plus Ti/S from the AugReg follow-up and the hybrid).
+
+Each constructor is `ViT(...)` with the architecture fixed and the `keras.applications`
+arguments free, e.g. `ViTB16(include_top=False, pooling="token", input_shape=(384, 384, 3))`.
+"""
+
+from keras_vit.model import ViT
+
+# name -> architecture (official configs; parameter counts at 224 px / 1000 classes in the tests)
+VARIANTS = {
+    "ViTTi16": dict(patch_size=16, hidden_size=192, num_layers=12, num_heads=3, mlp_dim=768),
+    "ViTS16": dict(patch_size=16, hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536),
+    "ViTS32": dict(patch_size=32, hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536),
+    "ViTB8": dict(patch_size=8, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "ViTB16": dict(patch_size=16, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "ViTB32": dict(patch_size=32, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072),
+    "ViTL16": dict(patch_size=16, hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "ViTL32": dict(patch_size=32, hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096),
+    "ViTH14": dict(patch_size=14, hidden_size=1280, num_layers=32, num_heads=16, mlp_dim=5120),
+    # R50+ViT-B/16: a ResNet-50 stem (3, 4, 9) downsamples 16x; patches of 1 on its map.
+    "ViTR50B16": dict(
+        patch_size=1, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072,
+        resnet_num_layers=(3, 4, 9), resnet_width_factor=1,
+    ),
+}
+
+
+def _variant(variant_name, doc_name):
+    def constructor(
+        include_top=True,
+        weights=None,
+        input_tensor=None,
+        input_shape=None,
+        pooling=None,
+        classes=1000,
+        classifier_activation="softmax",
+        include_preprocessing=True,
+        image_size=224,
+        name=None,
+        **kwargs,
+    ):
+        return ViT(
+            image_size=image_size,
+            include_top=include_top,
+            weights=weights,
+            input_tensor=input_tensor,
+            input_shape=input_shape,
+            pooling=pooling,
+            classes=classes,
+            classifier_activation=classifier_activation,
+            include_preprocessing=include_preprocessing,
+            name=name or variant_name.lower(),
+            **VARIANTS[variant_name],
+            **kwargs,
+        )
+
+    constructor.__name__ = constructor.__qualname__ = variant_name
+    constructor.__doc__ = f"""Instantiates {doc_name}.
+
+    Args:
+        include_top, weights, input_tensor, input_shape, pooling, classes,
+        classifier_activation, include_preprocessing, image_size, name: as in `keras_vit.ViT`.
+        **kwargs: other `ViT` options that do not change the architecture's size
+            (`classifier`, `representation_size`, `dropout_rate`, `gelu_approximate`, ...).
+
+    Returns:
+        A `keras.Model`.
+    """
+    return constructor
+
+
+ViTTi16 = _variant("ViTTi16", "ViT-Ti/16")
+ViTS16 = _variant("ViTS16", "ViT-S/16")
+ViTS32 = _variant("ViTS32", "ViT-S/32")
+ViTB8 = _variant("ViTB8", "ViT-B/8")
+ViTB16 = _variant("ViTB16", "ViT-B/16")
+ViTB32 = _variant("ViTB32", "ViT-B/32")
+ViTL16 = _variant("ViTL16", "ViT-L/16")
+ViTL32 = _variant("ViTL32", "ViT-L/32")
+ViTH14 = _variant("ViTH14", "ViT-H/14")
+ViTR50B16 = _variant("ViTR50B16", "R50+ViT-B/16 (hybrid)")
