@@ -1,0 +1,196 @@
+"""Each layer against hand-computed values, and its config / .keras round trip."""
+
+import numpy as np
+import pytest
+
+import keras
+from keras import ops
+
+import keras_vit
+from keras_vit.layers import (
+    MlpBlock,
+    MultiHeadDotProductAttention,
+    PatchEncoder,
+    Patches,
+    ResidualUnit,
+    StdConv2D,
+    TokenPooling,
+    TransformerBlock,
+)
+
+
+def numpy(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def test_patches_are_row_major_with_pixel_channel_order():
+    image = np.arange(4 * 6 * 2, dtype="float32").reshape(1, 4, 6, 2)
+    patches = numpy(Patches((2, 3))(image))
+    assert patches.shape == (1, 4, 2 * 3 * 2)
+    # patch 1 is the top row's second patch: rows 0-1, columns 3-5, flattened (row, col, ch).
+    np.testing.assert_array_equal(patches[0, 1], image[0, 0:2, 3:6, :].reshape(-1))
+    # patch 2 starts the second row of patches.
+    np.testing.assert_array_equal(patches[0, 2], image[0, 2:4, 0:3, :].reshape(-1))
+
+
+def test_patch_projection_equals_the_official_strided_convolution(rng):
+    images = rng.standard_normal((2, 8, 12, 3)).astype("float32")
+    encoder = PatchEncoder(5, patch_size=4, grid_size=(2, 3), use_class_token=False,
+                           position_embedding="none")
+    tokens = numpy(encoder(Patches(4)(images)))
+    kernel, bias = numpy(encoder.kernel), numpy(encoder.bias)
+    expected = np.stack([
+        np.einsum("bijc,ijcd->bd", images[:, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4], kernel) + bias
+        for r in range(2) for c in range(3)
+    ], axis=1)
+    np.testing.assert_allclose(tokens, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_class_token_and_learned_1d_position(rng):
+    encoder = PatchEncoder(4, patch_size=1, grid_size=(1, 2))
+    patches = rng.standard_normal((1, 2, 3)).astype("float32")
+    encoder.build(patches.shape)
+    encoder.cls.assign(np.full((1, 1, 4), 7.0))
+    encoder.bias.assign(np.zeros(4))
+    encoder.pos_embedding.assign(np.arange(12, dtype="float32").reshape(1, 3, 4))
+    out = numpy(encoder(patches))
+    kernel = numpy(encoder.kernel).reshape(3, 4)
+    np.testing.assert_allclose(out[0, 0], 7.0 + np.arange(4), rtol=1e-6)
+    np.testing.assert_allclose(out[0, 1:], patches[0] @ kernel + np.arange(4, 12).reshape(2, 4),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_learned_2d_position_concatenates_row_and_column_tables():
+    encoder = PatchEncoder(4, patch_size=1, grid_size=(2, 3), use_class_token=True,
+                           position_embedding="learned_2d")
+    patches = np.zeros((1, 6, 1), "float32")
+    encoder.build(patches.shape)
+    encoder.bias.assign(np.zeros(4))
+    encoder.pos_embedding_row.assign(np.array([[1, 2], [3, 4]], "float32"))
+    encoder.pos_embedding_col.assign(np.array([[10, 20], [30, 40], [50, 60]], "float32"))
+    out = numpy(encoder(patches))[0]
+    np.testing.assert_array_equal(out[0], np.zeros(4))  # class token (zero-init), no position
+    np.testing.assert_array_equal(out[1 + 1 * 3 + 2], [3, 4, 50, 60])  # row 1, column 2
+
+
+def test_attention_probabilities_and_output_match_numpy(rng):
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    layer = MultiHeadDotProductAttention(num_heads=2)
+    out, probs = layer(x, return_attention_scores=True)
+    out, probs = numpy(out), numpy(probs)
+    w = {n: numpy(getattr(layer, f"{n}_kernel")) for n in ("query", "key", "value", "out")}
+    b = {n: numpy(getattr(layer, f"{n}_bias")) for n in ("query", "key", "value", "out")}
+    q, k, v = (np.einsum("btd,dhk->bthk", x, w[n]) + b[n] for n in ("query", "key", "value"))
+    logits = np.einsum("bqhk,bthk->bhqt", q, k) / 2.0  # sqrt(head_dim = 4)
+    expected_probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", expected_probs, v), w["out"]) + b["out"]
+    np.testing.assert_allclose(probs, expected_probs, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # The fused path (no probabilities) gives the same output.
+    np.testing.assert_allclose(numpy(layer(x)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_relative_attention_adds_offset_logits_before_softmax(rng):
+    t, d = 4, 6
+    x = rng.standard_normal((1, t, d)).astype("float32")
+    layer = MultiHeadDotProductAttention(num_heads=1, relative_position=True)
+    layer.build(x.shape)
+    table = rng.standard_normal((2 * t - 1, 1, d)).astype("float32")
+    layer.relative_embedding.assign(table)
+    _, probs = layer(x, return_attention_scores=True)
+    q = (np.einsum("btd,dhk->bthk", x, numpy(layer.query_kernel)) + numpy(layer.query_bias))[0, :, 0]
+    k = (np.einsum("btd,dhk->bthk", x, numpy(layer.key_kernel)) + numpy(layer.key_bias))[0, :, 0]
+    q = q / np.sqrt(d)
+    logits = np.array([[q[i] @ k[j] + q[i] @ table[i - j + t - 1, 0] for j in range(t)] for i in range(t)])
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(numpy(probs)[0, 0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_transformer_block_is_pre_ln_with_residuals(rng):
+    x = rng.standard_normal((2, 3, 8)).astype("float32")
+    block = TransformerBlock(num_heads=2, mlp_dim=16)
+    y, probs = block(x, return_attention_scores=True)
+    # Rebuild Eq. 2-3 from the block's own sublayers.
+    z = x + numpy(block.attention(block.layer_norm_0(x)))
+    z = z + numpy(block.mlp(block.layer_norm_2(z)))
+    np.testing.assert_allclose(numpy(y), z, rtol=1e-5, atol=1e-5)
+    assert numpy(probs).shape == (2, 2, 3, 3)
+    np.testing.assert_allclose(numpy(probs).sum(-1), 1.0, rtol=1e-5)
+    assert block.layer_norm_0.epsilon == 1e-6
+
+
+@pytest.mark.parametrize("approximate", [True, False])
+def test_mlp_block_uses_the_chosen_gelu(approximate, rng):
+    from scipy.special import erf
+
+    x = (3 * rng.standard_normal((2, 3, 8))).astype("float32")
+    mlp = MlpBlock(16, gelu_approximate=approximate)
+    y = numpy(mlp(x))
+    w0, b0 = numpy(mlp.dense_0.kernel), numpy(mlp.dense_0.bias)
+    w1, b1 = numpy(mlp.dense_1.kernel), numpy(mlp.dense_1.bias)
+    h = x.astype(np.float64) @ w0 + b0
+    tanh_gelu = 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h**3)))
+    erf_gelu = 0.5 * h * (1 + erf(h / np.sqrt(2)))
+    wanted, other = (tanh_gelu, erf_gelu) if approximate else (erf_gelu, tanh_gelu)
+    np.testing.assert_allclose(y, wanted @ w1 + b1, rtol=1e-5, atol=1e-5)
+    assert np.abs(y - (other @ w1 + b1)).max() > 1e-4  # the flavours are distinguishable
+
+
+def test_stochastic_depth_drops_whole_branches_only_in_training():
+    block = TransformerBlock(num_heads=2, mlp_dim=16, stochastic_depth_rate=0.25)
+    branch = ops.ones((4000, 3, 8))
+    np.testing.assert_array_equal(numpy(block._drop_path(branch, training=False)), numpy(branch))
+    kept = numpy(block._drop_path(branch, training=True))
+    per_example = kept.reshape(4000, -1)
+    # Whole branches: each example is all zeros or all 1 / keep (so the expectation is kept).
+    assert set(np.unique(per_example.min(-1))) <= {0.0, np.float32(1 / 0.75)}
+    np.testing.assert_array_equal(per_example.min(-1), per_example.max(-1))
+    assert abs((per_example[:, 0] == 0).mean() - 0.25) < 0.03
+
+
+def test_std_conv_standardises_its_kernel(rng):
+    x = rng.standard_normal((1, 5, 5, 2)).astype("float32")
+    conv = StdConv2D(3, 3, padding="same", use_bias=False)
+    y = numpy(conv(x))
+    kernel = numpy(conv.kernel).astype(np.float64)
+    kernel = (kernel - kernel.mean((0, 1, 2))) / (kernel.std((0, 1, 2)) + 1e-5)
+    reference = keras.layers.Conv2D(3, 3, padding="same", use_bias=False)
+    reference.build(x.shape)
+    reference.kernel.assign(kernel.astype("float32"))
+    np.testing.assert_allclose(y, numpy(reference(x)), rtol=1e-4, atol=1e-5)
+
+
+def test_token_pooling():
+    x = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 3, 4)
+    np.testing.assert_array_equal(numpy(TokenPooling("token")(x)), x[:, 0])
+    np.testing.assert_allclose(numpy(TokenPooling("avg")(x)), x.mean(1))
+    np.testing.assert_array_equal(numpy(TokenPooling("max")(x)), x.max(1))
+
+
+LAYERS = {
+    "Patches": (lambda: Patches((2, 4)), (2, 8, 8, 3)),
+    "PatchEncoder": (lambda: PatchEncoder(8, 2, grid_size=(2, 2), position_embedding="learned_2d"), (2, 4, 12)),
+    "MultiHeadDotProductAttention": (lambda: MultiHeadDotProductAttention(2, relative_position=True), (2, 5, 8)),
+    "MlpBlock": (lambda: MlpBlock(16, dropout_rate=0.1, gelu_approximate=False), (2, 5, 8)),
+    "TransformerBlock": (lambda: TransformerBlock(2, 16, dropout_rate=0.1, relative_position=True), (2, 5, 8)),
+    "ResidualUnit": (lambda: ResidualUnit(32, strides=2), (2, 8, 8, 64)),
+    "StdConv2D": (lambda: StdConv2D(4, 3, padding="same"), (2, 6, 6, 3)),
+    "TokenPooling": (lambda: TokenPooling("max"), (2, 5, 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_config_and_keras_file_round_trip(name, tmp_path, rng):
+    make, shape = LAYERS[name]
+    layer = make()
+    x = rng.standard_normal(shape).astype("float32")
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    # Inside a model, saved and loaded from .keras, with weights.
+    inputs = keras.Input(shape[1:])
+    model = keras.Model(inputs, make()(inputs))
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)  # safe_mode stays on: no Lambda layers
+    assert type(loaded.layers[1]).__name__ == name
+    np.testing.assert_allclose(numpy(loaded(x)), numpy(model(x)), rtol=1e-5, atol=1e-6)
