@@ -3,7 +3,6 @@
 Runs unchanged on TensorFlow, JAX and PyTorch (`KERAS_BACKEND`).
 """
 
-from keras_vit.checkpoint import load_weights
 from keras_vit.layers import (
     MlpBlock,
     MultiHeadDotProductAttention,
@@ -29,5 +28,7 @@ from keras_vit.variants import (
     ViTS32,
     ViTTi16,
 )
+from keras_vit.imagenet import decode_predictions
+from keras_vit.weights import download_weights, get_weights_entry, list_weights, load_weights
 
 __version__ = "0.1.0"

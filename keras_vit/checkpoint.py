@@ -8,6 +8,7 @@ single variable, so a failed load leaves the model as it was.
 
 import os
 
+import keras
 import numpy as np
 import scipy.ndimage
 
@@ -279,7 +280,7 @@ def load_weights(model, weights, pos_embed_resample="official", skip_head=False)
 
 
 def _load_keras_weights(model, path):
-    before = [np.array(v) for v in model.weights]
+    before = [keras.ops.convert_to_numpy(v) for v in model.weights]
     try:
         model.load_weights(path)
     except Exception as error:

@@ -23,7 +23,7 @@ CLASSIFIERS = ("token", "gap")
 
 
 def ViT(
-    image_size=224,
+    image_size=None,
     patch_size=16,
     hidden_size=768,
     num_layers=12,
@@ -34,7 +34,7 @@ def ViT(
     representation_size=None,
     dropout_rate=0.0,
     attention_dropout_rate=0.0,
-    gelu_approximate=True,
+    gelu_approximate=None,
     stochastic_depth_rate=0.0,
     resnet_num_layers=None,
     resnet_width_factor=1,
@@ -46,13 +46,16 @@ def ViT(
     classes=1000,
     classifier_activation="softmax",
     include_preprocessing=True,
+    head=None,
+    pos_embed_resample=None,
     name="vit",
 ):
     """Builds a Vision Transformer.
 
     Args:
         image_size: int or (height, width) of the input images. Ignored when `input_shape` is
-            given.
+            given. Default: 224, or the checkpoint's native resolution when `weights` is a
+            registry name (e.g. 384 for the 384 px ImageNet fine-tuned files).
         patch_size: int or (P_h, P_w). Must divide the image size (for hybrids: the ResNet's
             feature map, so R50+ViT-B/16 uses patch size 1 on a 1/16-resolution map).
         hidden_size: D, the token width.
@@ -69,16 +72,22 @@ def ViT(
             q/k/v (paper: 0.1 for pre-training, 0 for fine-tuning).
         attention_dropout_rate: dropout on attention probabilities (0 in the paper).
         gelu_approximate: tanh-approximate GELU as the official checkpoints were trained
-            (default), or exact erf GELU as timm / HF transformers (`False`).
+            (`True`), or exact erf GELU as timm / HF transformers (`False`). Default (None):
+            `True`, or the GELU the `weights` were trained with (`False` for HF and timm
+            checkpoints); an explicit choice that differs from the weights' warns.
         stochastic_depth_rate: maximum drop-path rate, growing linearly over the blocks
             (0 = off, as in the paper).
         resnet_num_layers: units per stage of the hybrid's BiT ResNet stem, e.g. (3, 4, 9);
             None for a pure ViT.
         resnet_width_factor: width multiplier of that ResNet.
         include_top: include `pre_logits` (if any) and the classification `head`.
-        weights: None (random init), a path to a checkpoint in the official `.npz` layout (or
-            big_vision's), or a Keras `.weights.h5` file. The position embedding is resampled
-            when the checkpoint's resolution differs (see `keras_vit.checkpoint`).
+        weights: None (random init); a registry name for this architecture's variant
+            (`"imagenet"`, `"imagenet21k"`, ... see `keras_vit.list_weights`), downloaded and
+            verified; or a path: official / big_vision `.npz`, HF transformers directory or
+            `.safetensors` / `.bin`, timm `.safetensors`, Keras `.weights.h5`. The position
+            embedding is resampled when the checkpoint's resolution differs. With
+            `include_top=True` the checkpoint's head is loaded and `classes` must match it
+            (see `head`). See `keras_vit.weights.loading` and docs/pretrained_weights.md.
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: optional (H, W, C); overrides `image_size`, and allows C != 3.
         pooling: with `include_top=False`: None returns the normalised token sequence
@@ -87,6 +96,15 @@ def ViT(
         classifier_activation: activation of the head (`"softmax"`, None for logits, ...).
         include_preprocessing: the model takes RGB in [0, 255] and scales it to [-1, 1]
             itself; with False the caller passes [-1, 1] (see `keras_vit.preprocess_input`).
+        head: with `weights` and `include_top=True`: None (load the checkpoint's classifier;
+            a `classes` mismatch raises, as in `keras.applications`) or `"new"` (a fresh
+            zero-initialised head with `classes` outputs and no `pre_logits` unless
+            `representation_size` is given: the paper's fine-tuning setup). The zeroed heads
+            of the ImageNet-21k files are never used as classifiers.
+        pos_embed_resample: how a checkpoint's position embedding is resampled to another
+            resolution: `"official"` (scipy zoom, order 1, as vit_jax) or `"bicubic"`
+            (antialiased, as timm). Default (None): the weights' own (`"bicubic"` for timm
+            files, else `"official"`).
         name: the model's name.
 
     Returns:
@@ -113,6 +131,26 @@ def ViT(
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"`classes` must be a positive int with include_top=True, got {classes!r}.")
 
+    plan = None
+    if weights is not None:
+        from keras_vit.weights.loading import plan_weights  # noqa: PLC0415 (optional path)
+
+        plan = plan_weights(
+            weights,
+            dict(patch_size=patch_size, hidden_size=hidden_size, num_layers=num_layers,
+                 num_heads=num_heads, mlp_dim=mlp_dim, resnet_num_layers=resnet_num_layers,
+                 resnet_width_factor=resnet_width_factor),
+            image_size=image_size, input_shape=input_shape, input_tensor=input_tensor,
+            include_top=include_top, classes=classes, head=head,
+            representation_size=representation_size, gelu_approximate=gelu_approximate,
+            pos_embed_resample=pos_embed_resample, classifier=classifier,
+        )
+        image_size, representation_size = plan.image_size, plan.representation_size
+        gelu_approximate = plan.gelu_approximate
+    elif head is not None:
+        raise ValueError(f"head={head!r} only applies when loading `weights`.")
+    image_size = 224 if image_size is None else image_size
+    gelu_approximate = True if gelu_approximate is None else gelu_approximate
     inputs, x = _inputs(image_size, input_tensor, input_shape)
     if include_preprocessing:
         x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
@@ -160,8 +198,8 @@ def ViT(
         x = TokenPooling(pooling, name="pool")(x)
 
     model = keras.Model(inputs, x, name=name)
-    if weights is not None:
-        checkpoint.load_weights(model, weights)
+    if plan is not None:
+        plan.load(model)
     return model
 
 

@@ -35,7 +35,7 @@ def _variant(variant_name, doc_name):
         classes=1000,
         classifier_activation="softmax",
         include_preprocessing=True,
-        image_size=224,
+        image_size=None,
         name=None,
         **kwargs,
     ):
@@ -60,8 +60,12 @@ def _variant(variant_name, doc_name):
     Args:
         include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, include_preprocessing, image_size, name: as in `keras_vit.ViT`.
+            `weights` takes the names of `keras_vit.list_weights("{variant_name}")` (e.g.
+            `"imagenet"`, `"imagenet21k"`) or a checkpoint path; without `image_size` /
+            `input_shape` a registry checkpoint is used at its native resolution.
         **kwargs: other `ViT` options that do not change the architecture's size
-            (`classifier`, `representation_size`, `dropout_rate`, `gelu_approximate`, ...).
+            (`classifier`, `representation_size`, `dropout_rate`, `gelu_approximate`,
+            `head`, `pos_embed_resample`, ...).
 
     Returns:
         A `keras.Model`.

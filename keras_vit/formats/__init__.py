@@ -1,0 +1,201 @@
+"""Checkpoint formats, all converted to the official `.npz` key layout (see `keras_vit.checkpoint`).
+
+`read_checkpoint(path, num_heads)` recognises:
+
+- official ViT / AugReg `.npz` files and big_vision `.npz` files (`params/` prefix, Linen
+  names, scanned `encoderblock` stacks);
+- HF `transformers` ViT: a `save_pretrained` directory (`config.json` with `model.safetensors`,
+  a sharded `model.safetensors.index.json` or `pytorch_model.bin`), or one such file;
+- timm ViT: a `.safetensors` / `.bin` / `.pth` state dict (fused `qkv`), or a timm hub directory;
+- Keras `.weights.h5` files (loaded by Keras itself; no conversion).
+
+The result records what the source implies for the model: HF and timm checkpoints were trained
+with exact (erf) GELU, the official ones with the tanh approximation.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_vit import checkpoint as _checkpoint
+
+FORMATS = ("official", "big_vision", "hf", "timm", "keras")
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A checkpoint read into the official key layout, with what its source implies.
+
+    Attributes:
+        path: where it was read from.
+        format: one of `FORMATS`.
+        params: {official key: np.ndarray}; None for `keras` files.
+        gelu_approximate: the GELU the weights were trained with (True: tanh approximation,
+            False: exact erf); None when unknown (`keras` files).
+        pos_embed_resample: the resampling the source's own code uses ("official" or "bicubic").
+        layer_norm_epsilon: the source's LayerNorm epsilon, where it says (HF configs).
+        config: the HF `config.json`, when there is one.
+    """
+
+    path: str
+    format: str
+    params: dict = None
+    gelu_approximate: bool = None
+    pos_embed_resample: str = "official"
+    layer_norm_epsilon: float = None
+    config: dict = None
+
+    # -- facts read from the arrays ---------------------------------------------------------
+    @property
+    def num_classes(self):
+        """Width of the `head`, or None when the checkpoint has no head."""
+        bias = (self.params or {}).get("head/bias")
+        return None if bias is None else int(np.shape(bias)[-1])
+
+    @property
+    def representation_size(self):
+        bias = (self.params or {}).get("pre_logits/bias")
+        return None if bias is None else int(np.shape(bias)[-1])
+
+    @property
+    def head_is_zero(self):
+        """True for the zeroed heads of the original ImageNet-21k files (not a classifier)."""
+        kernel = (self.params or {}).get("head/kernel")
+        return kernel is not None and not np.any(kernel)
+
+    @property
+    def num_tokens(self):
+        pos = (self.params or {}).get(_checkpoint.POS_EMBED_KEY)
+        return None if pos is None else int(np.shape(pos)[1])
+
+
+def detect_format(path):
+    """The format of `path` from its name and (for state dicts) its keys, without converting."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _state_format(_dir_state_keys(path), path)
+    if path.endswith(".weights.h5"):
+        return "keras"
+    if path.endswith(".npz"):
+        return "official"  # or big_vision: told apart while reading
+    if path.endswith((".safetensors", ".bin", ".pth", ".pt")):
+        return _state_format(_read_state(path).keys(), path)
+    raise ValueError(
+        f"Cannot tell the format of {path!r}: expected a .npz (official / big_vision), "
+        ".safetensors / .bin / .pth (HF transformers or timm), .weights.h5 (Keras) file, or a "
+        "HF / timm checkpoint directory."
+    )
+
+
+def read_checkpoint(path, num_heads=None):
+    """Reads any supported checkpoint into the official layout.
+
+    Args:
+        path: file or directory (see the module docstring).
+        num_heads: the model's attention heads; needed to split the (D, D) q/k/v matrices of
+            HF and timm files into (D, H, D/H) (HF directories also say it in `config.json`).
+
+    Returns:
+        A `Checkpoint`.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ValueError(f"Weights file {path!r} does not exist.")
+    if os.path.isdir(path):
+        return _read_directory(path, num_heads)
+    if path.endswith(".weights.h5"):
+        return Checkpoint(path, "keras")
+    if path.endswith(".npz"):
+        return _read_npz(path)
+    if path.endswith((".safetensors", ".bin", ".pth", ".pt")):
+        state = _read_state(path)
+        return _convert_state(state, _state_format(state.keys(), path), path, num_heads, None)
+    detect_format(path)  # raises with the list of formats
+    raise AssertionError  # pragma: no cover
+
+
+def _read_npz(path):
+    params = _checkpoint.read_npz(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            raw_keys = archive.files
+    except Exception:  # noqa: BLE001 (read_npz already succeeded; only naming the flavour)
+        raw_keys = []
+    big_vision = any(k.startswith("params/") or "MultiHeadDotProductAttention_0" in k
+                     or k == "pos_embedding" for k in raw_keys)
+    return Checkpoint(path, "big_vision" if big_vision else "official", params,
+                      gelu_approximate=True, pos_embed_resample="official")
+
+
+def _read_state(path):
+    from keras_vit.formats import hf  # noqa: PLC0415
+    from keras_vit.formats.safetensors_io import read_safetensors  # noqa: PLC0415
+
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)[0]
+    return hf.read_torch_bin(path)
+
+
+def _dir_state_keys(path):
+    from keras_vit.formats import hf  # noqa: PLC0415
+
+    return hf.load_state(path).keys()
+
+
+def _state_format(keys, path):
+    from keras_vit.formats import hf, timm  # noqa: PLC0415
+
+    keys = list(keys)
+    if hf.is_hf_state(keys):
+        return "hf"
+    if timm.is_timm_state(keys):
+        return "timm"
+    shown = ", ".join(sorted(keys)[:8])
+    raise ValueError(
+        f"{path} is neither a HF transformers ViT nor a timm ViT state dict "
+        f"(first keys: {shown or 'none'})."
+    )
+
+
+def _read_directory(path, num_heads):
+    import json  # noqa: PLC0415
+
+    from keras_vit.formats import hf  # noqa: PLC0415
+
+    state = hf.load_state(path)
+    fmt = _state_format(state.keys(), path)
+    config = None
+    if fmt == "hf":
+        config = hf.read_config(path)
+    elif os.path.exists(os.path.join(path, "config.json")):
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    return _convert_state(state, fmt, path, num_heads, config)
+
+
+def _convert_state(state, fmt, path, num_heads, config):
+    from keras_vit.formats import hf, timm  # noqa: PLC0415
+
+    if fmt == "hf":
+        config_heads = (config or {}).get("num_attention_heads")
+        if num_heads is None:
+            num_heads = config_heads
+        elif config_heads is not None and config_heads != num_heads:
+            raise ValueError(
+                f"{path}: config.json has num_attention_heads={config_heads}, the model "
+                f"{num_heads}."
+            )
+        if num_heads is None:
+            raise ValueError(f"{path}: pass num_heads to split the q/k/v matrices (no config.json).")
+        params = hf.convert(state, num_heads, source=path)
+        return Checkpoint(path, "hf", params,
+                          gelu_approximate=hf.gelu_approximate_from_config(config),
+                          pos_embed_resample="official",
+                          layer_norm_epsilon=(config or {}).get("layer_norm_eps", 1e-12),
+                          config=config)
+    if num_heads is None:
+        raise ValueError(f"{path}: pass num_heads to split the fused qkv matrices.")
+    params = timm.convert(state, num_heads, source=path)
+    return Checkpoint(path, "timm", params, gelu_approximate=False,
+                      pos_embed_resample="bicubic", layer_norm_epsilon=1e-6, config=config)

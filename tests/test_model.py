@@ -1,0 +1,241 @@
+"""The ViT builder: variant sizes, the keras.applications arguments, saving, bad input."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_vit
+from conftest import BACKEND
+from numpy_vit import make_official_params, relative_error
+
+# Parameter counts at 224 px with 1000 classes (the paper's table / official configs).
+PARAMS = {
+    "ViTTi16": 5_717_416,
+    "ViTS16": 22_050_664,
+    "ViTS32": 22_878_952,
+    "ViTB8": 86_576_872,
+    "ViTB16": 86_567_656,
+    "ViTB32": 88_224_232,
+    "ViTL16": 304_326_632,
+    "ViTL32": 306_535_400,
+    "ViTH14": 632_045_800,
+    "ViTR50B16": 98_659_112,
+}
+
+SMALL = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
+
+
+@pytest.mark.parametrize("variant", sorted(PARAMS))
+def test_variant_parameter_count_equals_the_table(variant):
+    model = getattr(keras_vit, variant)()
+    assert model.count_params() == PARAMS[variant]
+    keras.backend.clear_session()
+
+
+def test_variant_table_is_exported_with_every_constructor():
+    assert sorted(keras_vit.VARIANTS) == sorted(PARAMS)
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(include_top=False), (None, 17, 32)),
+        (dict(include_top=False, pooling="token"), (None, 32)),
+        (dict(include_top=False, pooling="avg"), (None, 32)),
+        (dict(include_top=False, pooling="max"), (None, 32)),
+        (dict(include_top=False, classifier="gap"), (None, 16, 32)),
+        (dict(classes=7), (None, 7)),
+        (dict(classes=7, representation_size=16), (None, 7)),
+        (dict(input_shape=(40, 24, 1), classes=3), (None, 3)),
+    ],
+)
+def test_output_shapes(kwargs, shape):
+    assert keras_vit.ViT(**{**SMALL, **kwargs}).output_shape == shape
+
+
+def test_head_starts_at_zero_and_softmax_is_uniform(rng):
+    model = keras_vit.ViT(**SMALL, classes=5)
+    head = model.get_layer("head")
+    assert not np.any(keras.ops.convert_to_numpy(head.kernel))
+    probs = model.predict(rng.uniform(0, 255, (2, 32, 32, 3)), verbose=0)
+    np.testing.assert_allclose(probs, 0.2, rtol=1e-6)
+
+
+def test_input_tensor_is_used_as_the_model_input():
+    tensor = keras.Input((32, 32, 3))
+    model = keras_vit.ViT(**SMALL, input_tensor=tensor, classes=4)
+    assert model.inputs[0] is tensor
+
+
+def test_pooling_token_equals_the_token_row(rng):
+    model = keras_vit.ViT(**SMALL, include_top=False)
+    pooled = keras_vit.ViT(**SMALL, include_top=False, pooling="token")
+    pooled.set_weights(model.get_weights())
+    x = rng.uniform(0, 255, (2, 32, 32, 3))
+    np.testing.assert_allclose(pooled.predict(x, verbose=0), model.predict(x, verbose=0)[:, 0],
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(),
+        dict(classifier="gap", position_embedding="learned_2d"),
+        dict(position_embedding="relative", dropout_rate=0.1, stochastic_depth_rate=0.1),
+        dict(position_embedding="none", representation_size=16, gelu_approximate=False),
+        dict(resnet_num_layers=(1, 1), resnet_width_factor=0.5, patch_size=1, image_size=32),
+    ],
+    ids=["token", "gap-2d", "relative", "none-prelogits", "hybrid"],
+)
+def test_model_round_trips_through_keras_file(kwargs, tmp_path, rng):
+    model = keras_vit.ViT(**{**SMALL, **kwargs}, classes=6, classifier_activation=None)
+    # Non-zero head so the comparison is meaningful.
+    model.get_layer("head").kernel.assign(rng.standard_normal(model.get_layer("head").kernel.shape))
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    clone = keras.Model.from_config(model.get_config())
+    assert clone.count_params() == model.count_params()
+
+
+def test_weights_h5_round_trip_and_loading_through_weights_argument(tmp_path, rng):
+    model = keras_vit.ViT(**SMALL, classes=6, classifier_activation=None)
+    model.get_layer("head").kernel.assign(rng.standard_normal((32, 6)))
+    path = str(tmp_path / "vit.weights.h5")
+    model.save_weights(path)
+    loaded = keras_vit.ViT(**SMALL, classes=6, classifier_activation=None, weights=path)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(image_size=30), "Image height 30 is not divisible by the patch size 8"),
+        (dict(image_size=(32, 36)), "Image width 36 is not divisible by the patch size 8"),
+        (dict(hidden_size=30), "hidden_size 30 is not divisible by num_heads 4"),
+        (dict(classifier="cls"), "Unknown classifier 'cls'"),
+        (dict(position_embedding="sinusoidal"), "Unknown position_embedding 'sinusoidal'"),
+        (dict(include_top=False, pooling="mean"), "Unknown pooling 'mean'"),
+        (dict(include_top=False, pooling="token", classifier="gap"), "needs a class token"),
+        (dict(classes=0), "`classes` must be a positive int"),
+        (dict(patch_size=(8, 0)), "`patch_size` must hold positive ints"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        keras_vit.ViT(**{**SMALL, **kwargs})
+
+
+def _small_checkpoint(tmp_path, rng, name="ckpt.npz", **kwargs):
+    params = make_official_params(rng, **kwargs)
+    path = tmp_path / name
+    np.savez(path, **params)
+    return str(path), params
+
+
+def _snapshot(model):
+    return [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
+
+
+def _assert_unchanged(model, before):
+    for value, after in zip(before, _snapshot(model)):
+        np.testing.assert_array_equal(value, after)
+
+
+@pytest.mark.parametrize(
+    "checkpoint, model_kwargs, message",
+    [
+        (dict(layers=3), dict(), r"unexpected key 'Transformer/encoderblock_2/.*deeper than the model"),
+        (dict(layers=1), dict(), r"missing key 'Transformer/encoderblock_1/LayerNorm_0/scale'"),
+        (dict(mlp=48), dict(), r"'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel' has shape \(32, 48\) in the checkpoint, model expects \(32, 64\)"),
+        (dict(representation_size=8), dict(), r"unexpected key 'pre_logits/kernel'.*representation_size"),
+        (dict(classifier="gap"), dict(), r"missing key 'cls'"),
+        (dict(), dict(input_shape=(32, 32, 1)), r"checkpoint takes 3-channel inputs but the model takes 1"),
+        (dict(classes=5), dict(), r"'head/kernel' has shape \(32, 5\) in the checkpoint, model expects \(32, 10\)"),
+    ],
+)
+def test_mismatched_checkpoint_names_the_key_and_changes_nothing(checkpoint, model_kwargs, message, tmp_path, rng):
+    path, _ = _small_checkpoint(tmp_path, rng, **checkpoint)
+    model = keras_vit.ViT(**{**SMALL, **model_kwargs}, classes=10)
+    before = _snapshot(model)
+    with pytest.raises(ValueError, match=message):
+        keras_vit.load_weights(model, path)
+    _assert_unchanged(model, before)
+
+
+def test_include_top_false_ignores_the_checkpoint_head(tmp_path, rng):
+    path, params = _small_checkpoint(tmp_path, rng, representation_size=8)
+    model = keras_vit.ViT(**SMALL, include_top=False, weights=path)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(model.get_layer("encoder_norm").gamma),
+        params["Transformer/encoder_norm/scale"],
+    )
+
+
+def test_not_a_vit_checkpoint_and_corrupt_files(tmp_path, rng):
+    model = keras_vit.ViT(**SMALL, classes=10)
+    before = _snapshot(model)
+    other = tmp_path / "resnet.npz"
+    np.savez(other, **{"conv1/kernel": np.zeros((3, 3, 3, 8), "float32")})
+    with pytest.raises(ValueError, match="is not a ViT checkpoint: it has no 'embedding/kernel'"):
+        keras_vit.load_weights(model, str(other))
+    path, _ = _small_checkpoint(tmp_path, rng)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(open(path, "rb").read()[:1000])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        keras_vit.load_weights(model, str(truncated))
+    with pytest.raises(ValueError, match="does not exist"):
+        keras_vit.load_weights(model, str(tmp_path / "missing.npz"))
+    bad_h5 = tmp_path / "bad.weights.h5"
+    bad_h5.write_bytes(b"not an hdf5 file")
+    with pytest.raises(ValueError, match="Cannot load"):
+        keras_vit.load_weights(model, str(bad_h5))
+    _assert_unchanged(model, before)
+
+
+# ----------------------------------------------------------------------------- backends
+
+_LOGITS_SCRIPT = """
+import sys, numpy as np, keras_vit
+params = sys.argv[1]
+outputs = {}
+for name, kwargs in [("token", {}), ("hybrid", dict(resnet_num_layers=(1, 1), resnet_width_factor=0.5,
+                                                   patch_size=1, image_size=32))]:
+    base = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
+                classes=10, classifier_activation=None)
+    model = keras_vit.ViT(**{**base, **kwargs}, weights=params + "_" + name + ".npz")
+    x = np.load(params + "_images.npy")
+    outputs[name] = model.predict(x, verbose=0)
+np.savez(sys.argv[2], **outputs)
+"""
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="spawns all three backends once, from the TF run")
+def test_same_weights_give_the_same_logits_on_every_backend(tmp_path, rng):
+    prefix = str(tmp_path / "ckpt")
+    np.savez(prefix + "_token.npz", **make_official_params(rng))
+    np.savez(prefix + "_hybrid.npz", **make_official_params(rng, resnet=(1, 1), patch=1, resnet_width=32))
+    np.save(prefix + "_images.npy", rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32"))
+    results = {}
+    for backend in ("tensorflow", "jax", "torch"):
+        out = str(tmp_path / f"{backend}.npz")
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        subprocess.run([sys.executable, "-c", _LOGITS_SCRIPT, prefix, out], env=env, check=True,
+                       timeout=300, capture_output=True)
+        results[backend] = np.load(out)
+    for name in ("token", "hybrid"):
+        reference = results["tensorflow"][name]
+        assert np.abs(reference).max() > 0.1
+        for backend in ("jax", "torch"):
+            assert relative_error(results[backend][name], reference) < 1e-5, (name, backend)
