@@ -1,0 +1,208 @@
+"""`RunConfig`: the resolved settings of one train/finetune run, saved as config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from applications import recipes
+from applications.options import ARCH_KEYS, UsageError
+
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Everything that determines a run; written to OUTPUT/config.json.
+
+    Field names equal the command-line flags (with '-' as '_').
+    """
+
+    command: str
+    dataset: str
+    output: str
+    # model
+    model: str | None = None
+    image_size: Any = 224
+    patch_size: Any = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    mlp_dim: int | None = None
+    classifier: str | None = None
+    position_embedding: str | None = None
+    representation_size: int | None = None
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    stochastic_depth_rate: float = 0.0
+    include_preprocessing: bool = True
+    weights: str | None = None
+    init: str | None = None
+    # data
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    batch_size: int = 512
+    # optimisation
+    epochs: int | None = None
+    steps: int | None = None
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    clipnorm: float = 1.0
+    decay: str = "cosine"
+    warmup_steps: int | None = None
+    warmup_fraction: float = 0.1
+    max_warmup_steps: int = 10_000
+    label_smoothing: float = 0.0
+    # augmentation
+    crop_min_area: float = 0.05
+    flip: bool | None = None
+    randaugment: Any = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # run
+    seed: int = 0
+    mixed_precision: str | None = None
+    verbose: Any = "auto"
+
+    def to_json(self) -> dict:
+        """JSON-able dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunConfig":
+        """Inverse of `to_json`; unknown keys are ignored, pairs become tuples."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        for key in ("image_size", "patch_size", "randaugment"):
+            if isinstance(kwargs.get(key), list):
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+    def architecture(self) -> dict:
+        """ViT() architecture kwargs: the variant's, then the explicit overrides."""
+        import keras_vit
+
+        arch: dict[str, Any] = {}
+        if self.model:
+            arch.update(keras_vit.VARIANTS[self.model])
+        for key in ARCH_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                arch[key] = value
+        missing = [k for k in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim")
+                   if k not in arch]
+        if missing:
+            raise UsageError(
+                "No --model given and the architecture is incomplete: set --model "
+                f"(one of {', '.join(keras_vit.VARIANTS)}) or all of "
+                + ", ".join("--" + k.replace("_", "-") for k in missing) + "."
+            )
+        arch.setdefault("classifier", "token")
+        arch.setdefault("position_embedding", "learned_1d")
+        return arch
+
+
+def resolve(command: str, explicit: dict) -> RunConfig:
+    """Merges recipe defaults, the dataset's preset and explicit flags.
+
+    Args:
+        command: "train" or "finetune".
+        explicit: The flags the user gave ({name: value}).
+
+    Returns:
+        The `RunConfig`.
+
+    Raises:
+        UsageError: For an unknown variant name.
+    """
+    dataset = explicit.get("dataset") or "digits"
+    values = recipes.defaults(command, dataset)
+    if "model" in explicit or any(k in explicit for k in ("weights", "init")):
+        # An explicit variant replaces the preset's custom architecture.
+        for key in ARCH_KEYS:
+            if key != "image_size":
+                values.pop(key, None)
+    values.update(explicit)
+    values["dataset"] = dataset
+    values["command"] = command
+    values.setdefault("output", os.path.join("runs", _slug(dataset)))
+    if values.get("model"):
+        values["model"] = canonical_variant(values["model"])
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def canonical_variant(name: str) -> str:
+    """Maps "ViTB16", "vit-b/16", "B16", "ViT-B_16" to the key of keras_vit.VARIANTS.
+
+    Raises:
+        UsageError: Listing the valid names.
+    """
+    import keras_vit
+
+    def norm(s: str) -> str:
+        s = "".join(c for c in s.lower() if c.isalnum())
+        return s[3:] if s.startswith("vit") else s
+
+    table = {norm(k): k for k in keras_vit.VARIANTS}
+    table.update({norm(k).replace("r50", "r50b"): k for k in keras_vit.VARIANTS if "R50" in k})
+    key = norm(name)
+    if key in table:
+        return table[key]
+    raise UsageError(
+        f"Unknown model variant {name!r}; valid: {', '.join(keras_vit.VARIANTS)}."
+    )
+
+
+def save(config: RunConfig, extra: dict | None = None) -> str:
+    """Writes OUTPUT/config.json atomically; returns its path."""
+    os.makedirs(config.output, exist_ok=True)
+    path = os.path.join(config.output, CONFIG_FILE)
+    data = config.to_json()
+    data.update(extra or {})
+    write_json_atomic(path, data)
+    return path
+
+
+def load(directory: str) -> dict:
+    """Reads DIRECTORY/config.json (the whole dict, including extra keys)."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise UsageError(f"{path} not found: {directory!r} is not a keras-vit run directory.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Writes JSON to a temporary file, then renames it over `path`.
+
+    A reader (or a run killed mid-write) sees either the old or the new file,
+    never half of one.
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=_json_default)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def _slug(dataset: str) -> str:
+    base = os.path.basename(os.path.normpath(dataset)) or "dataset"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in base)

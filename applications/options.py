@@ -1,0 +1,136 @@
+"""Command-line options shared by the subcommands, and their resolution.
+
+Every option defaults to "not given" (`argparse.SUPPRESS`), so that the
+resolved configuration can tell explicit flags from defaults: recipe and
+dataset preset supply the defaults, explicit flags win, and `--resume`
+restores the interrupted run's own configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+ARCH_KEYS = (
+    "image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim",
+    "classifier", "position_embedding", "representation_size",
+)
+CLASSIFIERS = ("token", "gap")
+POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none")
+MIXED_PRECISION = ("auto", "float16", "bfloat16")
+
+
+class UsageError(ValueError):
+    """A bad combination of command-line options; the message lists valid choices."""
+
+
+def size_pair(text: str) -> int | tuple[int, int]:
+    """Parses "224" or "224,192" (height, width) for --image-size / --patch-size."""
+    parts = [p for p in text.replace("x", ",").split(",") if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}") from None
+    if len(values) == 1:
+        return values[0]
+    if len(values) == 2:
+        return (values[0], values[1])
+    raise argparse.ArgumentTypeError(f"expected N or H,W, got {text!r}")
+
+
+def randaugment(text: str) -> tuple[int, float] | None:
+    """Parses --randaugment "N,M" (ops per image, magnitude in [0, 1]) or "off"."""
+    if text.lower() in ("off", "none", "0"):
+        return None
+    try:
+        n, m = text.split(",")
+        return int(n), float(m)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,M such as 2,0.5; got {text!r}") from None
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """--dataset and where its data lives."""
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", help="'digits' (embedded, default), an image folder "
+                   "(one sub-folder per class), or a TFDS name such as cifar10")
+    g.add_argument("--data-dir", help="TFDS data directory")
+    g.add_argument("--val-fraction", type=float,
+                   help="folders without a val/ split: share held out for validation (0.1)")
+    g.add_argument("--test-fraction", type=float,
+                   help="folders without a test/ split: share held out for test (0.2)")
+    g.add_argument("--split-seed", type=int,
+                   help="seed of the held-out validation/test shares (0); keep it fixed")
+    g.add_argument("--batch-size", type=int, help="global batch size")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """--model and the architecture overrides named like ViT()'s arguments."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="variant name, e.g. ViTB16, ViTS16, ViTTi16 "
+                   "(default: ViTB16; a small custom ViT for digits)")
+    g.add_argument("--image-size", type=size_pair, help="input resolution, N or H,W")
+    g.add_argument("--patch-size", type=size_pair, help="patch size, N or H,W")
+    g.add_argument("--hidden-size", type=int)
+    g.add_argument("--num-layers", type=int)
+    g.add_argument("--num-heads", type=int)
+    g.add_argument("--mlp-dim", type=int)
+    g.add_argument("--classifier", choices=CLASSIFIERS)
+    g.add_argument("--position-embedding", choices=POSITION_EMBEDDINGS)
+    g.add_argument("--representation-size", type=int)
+    g.add_argument("--dropout-rate", type=float)
+    g.add_argument("--attention-dropout-rate", type=float)
+    g.add_argument("--stochastic-depth-rate", type=float)
+    g.add_argument("--include-preprocessing", type=_bool,
+                   help="true: the model takes [0,255] pixels (default); false: [-1,1]")
+
+
+def add_fit_options(p: argparse.ArgumentParser) -> None:
+    """Optimisation, schedule, augmentation and run-control options."""
+    g = p.add_argument_group("optimisation")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="passes over the training split")
+    length.add_argument("--steps", type=int, help="total optimizer steps (instead of --epochs)")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--optimizer", choices=("adamw", "sgd"))
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--momentum", type=float, help="SGD momentum (0.9)")
+    g.add_argument("--beta-1", type=float)
+    g.add_argument("--beta-2", type=float)
+    g.add_argument("--clipnorm", type=float, help="global gradient-norm clip (1.0); 0 disables")
+    g.add_argument("--decay", choices=("cosine", "linear"), help="decay after warmup")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup steps "
+                   "(default: 10%% of the run, at most 10k train / 500 finetune)")
+    g.add_argument("--label-smoothing", type=float)
+
+    a = p.add_argument_group("augmentation")
+    a.add_argument("--crop-min-area", type=float,
+                   help="inception crop's smallest area share (paper 0.05); 1 disables the crop")
+    a.add_argument("--flip", type=_bool, help="random horizontal flips (default: on, off for digits)")
+    a.add_argument("--randaugment", type=randaugment, help="N,M: Keras RandAugment (off)")
+    a.add_argument("--mixup", type=float, help="MixUp alpha (0 = off)")
+    a.add_argument("--cutmix", type=float, help="CutMix alpha (0 = off)")
+
+    r = p.add_argument_group("run")
+    r.add_argument("--output", help="run directory (checkpoints, logs, metrics.json)")
+    r.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
+                   help="continue the interrupted run in --output from its last completed epoch")
+    r.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
+    r.add_argument("--mixed-precision", nargs="?", const="auto", choices=MIXED_PRECISION,
+                   help="compute in float16 (GPU) / bfloat16 (CPU); 'auto' picks")
+    r.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress output")
+
+
+def add_saved_model_options(p: argparse.ArgumentParser) -> None:
+    """Options of evaluate/predict: which saved model."""
+    p.add_argument("--output", help="run directory written by train/finetune "
+                   "(its model.keras and config.json are used)")
+    p.add_argument("--model-path", help="a saved .keras model (default: OUTPUT/model.keras)")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
