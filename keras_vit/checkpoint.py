@@ -127,6 +127,13 @@ def normalize_keys(params, source="checkpoint"):
                     out["/".join(["Transformer", f"encoderblock_{i}"] + parts[2:])] = layer_value
                 continue
         out["/".join(parts)] = value
+    pos = out.get(POS_EMBED_KEY)
+    if "pos_embedding" in {k.removeprefix("params/") for k in params} and "cls" in out \
+            and pos is not None and pos.ndim == 3 and _is_square(pos.shape[1]):
+        # big_vision adds its (1, h*w, D) position embedding *before* prepending the class
+        # token, which gets none: the same function as the official layout with a zero
+        # class-token row. (A square token count means no class row is stored.)
+        out[POS_EMBED_KEY] = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
     if "embedding/kernel" not in out:
         shown = ", ".join(sorted(params)[:8])
         raise ValueError(
@@ -134,6 +141,11 @@ def normalize_keys(params, source="checkpoint"):
             f"(first keys: {shown or 'none'})."
         )
     return out
+
+
+def _is_square(n):
+    side = int(round(np.sqrt(n)))
+    return side * side == n
 
 
 def _is_linen(params):

@@ -173,7 +173,8 @@ _LOAD_ADVICE = ("Build the model with include_top=False for features, or call "
                 "load_weights(..., head='new') to keep the model's own head (fine-tuning)")
 
 
-def _head_problem(ckpt_classes, zero_head, classes, source, entry=None, options=_BUILD_ADVICE):
+def _head_problem(ckpt_classes, zero_head, classes, source, entry=None, options=_BUILD_ADVICE,
+                  shapes=""):
     """The keras.applications-style error for using a checkpoint's head, or None."""
     if zero_head:
         extra = ""
@@ -188,7 +189,7 @@ def _head_problem(ckpt_classes, zero_head, classes, source, entry=None, options=
     if classes != ckpt_classes:
         if options is _LOAD_ADVICE:
             return (f"{source} has a {ckpt_classes}-class head but the model's head has "
-                    f"{classes} classes. {options}.")
+                    f"{classes} classes{shapes}. {options}.")
         return (f"{source} has a {ckpt_classes}-class head, so with include_top=True "
                 f"`classes` must be {ckpt_classes}; received classes={classes}. {options}.")
     return None
@@ -330,9 +331,14 @@ def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=N
         _checkpoint.load_weights(model, ckpt.path)
         return model
     if has_top and not new_head:
-        classes = int(model.get_layer("head").units)
+        head_layer = model.get_layer("head")
+        classes = int(head_layer.units)
+        shapes = ""
+        if "head/kernel" in ckpt.params:
+            shapes = (f" ('head/kernel' has shape {tuple(np.shape(ckpt.params['head/kernel']))} "
+                      f"in the checkpoint, model expects {tuple(head_layer.kernel.shape)})")
         problem = _head_problem(ckpt.num_classes, ckpt.head_is_zero, classes, source, entry,
-                                options=_LOAD_ADVICE)
+                                options=_LOAD_ADVICE, shapes=shapes)
         if problem:
             raise ValueError(problem)
     blocks = [l for l in model.layers if hasattr(l, "gelu_approximate")]
