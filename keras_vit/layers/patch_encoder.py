@@ -121,10 +121,22 @@ class PatchEncoder(keras.layers.Layer):
         self.built = True
 
     def call(self, patches, training=None):
+        return self.add_class_token_and_positions(self.project(patches), training=training)
+
+    def project(self, patches):
+        """x_p^i E: the linear projection of each flattened patch, (B, N, D)."""
         ph, pw, channels, d = self.kernel.shape
         kernel = ops.reshape(self.kernel, (ph * pw * channels, d))
-        x = ops.matmul(patches, kernel) + self.bias  # x_p^i E
+        return ops.matmul(patches, kernel) + self.bias
+
+    def add_class_token_and_positions(self, x, training=None):
+        """The rest of Eq. 1 on projected patches: [x_class; ...] + E_pos, then dropout.
+
+        Kept apart from `project` so that self-supervision can corrupt patch embeddings in
+        between, as BERT corrupts token embeddings before adding positions.
+        """
         if self.use_class_token:
+            d = self.hidden_size
             cls = ops.broadcast_to(ops.cast(self.cls, x.dtype), (ops.shape(x)[0], 1, d))
             x = ops.concatenate([cls, x], axis=1)
         if self.position_embedding == "learned_1d":
