@@ -1,0 +1,263 @@
+"""Inference and training throughput of keras-vit against its peers, in one run.
+
+For each backend (each in its own process, since Keras reads KERAS_BACKEND once) this measures:
+- keras-vit (`keras_vit.ViT`), through Keras' own compiled predict / train steps;
+- KerasHub's ViT (`keras_hub.models.ViTImageClassifier`) with identical shapes, the same way;
+- the matrix-product ceiling: one fp32 matmul of ViT-B/16's MLP shapes (T*8 x D by D x 4D and
+  back), compiled the way the backend compiles a model step;
+and, once, HF transformers' `ViTForImageClassification` in PyTorch (eager, its default SDPA
+attention). Every figure is the median over repeated steps after warm-up. Ratios are against
+peers measured in the same run on the same machine.
+
+Usage (the `bench` extra installs the peers):
+
+    python benchmarks/throughput.py --variant ViTB16 --batch-size 8 --workload infer
+    python benchmarks/throughput.py --variant ViTS16 --batch-size 16 --workload train \
+        --backends jax,tensorflow,torch --json results.json
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# Architecture of each variant (kept here so the HF worker needs no Keras import).
+ARCHS = {
+    "ViTTi16": dict(patch=16, hidden=192, layers=12, heads=3, mlp=768),
+    "ViTS16": dict(patch=16, hidden=384, layers=12, heads=6, mlp=1536),
+    "ViTS32": dict(patch=32, hidden=384, layers=12, heads=6, mlp=1536),
+    "ViTB16": dict(patch=16, hidden=768, layers=12, heads=12, mlp=3072),
+    "ViTB32": dict(patch=32, hidden=768, layers=12, heads=12, mlp=3072),
+    "ViTL16": dict(patch=16, hidden=1024, layers=24, heads=16, mlp=4096),
+}
+
+
+def forward_flops(arch, image_size, classes=1000, channels=3):
+    """Multiply-adds x 2 of one image's forward pass (matrix products only)."""
+    p, d, m, layers = arch["patch"], arch["hidden"], arch["mlp"], arch["layers"]
+    n = (image_size // p) ** 2
+    t = n + 1
+    per_layer = 2 * t * d * 3 * d + 2 * 2 * t * t * d + 2 * t * d * d + 2 * 2 * t * d * m
+    return 2 * n * p * p * channels * d + layers * per_layer + 2 * d * classes
+
+
+def timed(step, warmup, steps):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+# --------------------------------------------------------------------------- Keras worker
+
+
+def keras_worker(args):
+    import numpy as np
+
+    import keras
+
+    backend = keras.backend.backend()
+    if args.dtype != "float32":
+        keras.mixed_precision.set_global_policy(f"mixed_{args.dtype}")
+    arch = ARCHS[args.variant]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype("float32")
+    y = rng.integers(0, 1000, args.batch_size)
+    results = {"backend": backend, "ceiling_gflops": matmul_ceiling(backend, arch, args)}
+
+    def measure(name, model):
+        if args.workload == "train":
+            model.compile(
+                optimizer=keras.optimizers.AdamW(1e-4, global_clipnorm=1.0),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+            step = lambda: model.train_on_batch(x, y)
+        else:
+            step = lambda: model.predict_on_batch(x)
+        seconds, _ = timed(step, args.warmup, args.steps)
+        results[name] = args.batch_size / seconds
+        keras.backend.clear_session()
+
+    if "keras_vit" in args.models:
+        sys.path.insert(0, ROOT)
+        import keras_vit
+
+        measure("keras_vit", keras_vit.ViT(
+            image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
+            num_layers=arch["layers"], num_heads=arch["heads"], mlp_dim=arch["mlp"],
+            classifier_activation=None,
+        ))
+    if "keras_hub" in args.models:
+        import keras_hub
+
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(args.image_size, args.image_size, 3), patch_size=arch["patch"],
+            num_layers=arch["layers"], num_heads=arch["heads"], hidden_dim=arch["hidden"],
+            mlp_dim=arch["mlp"],
+        )
+        measure("keras_hub", keras_hub.models.ViTImageClassifier(
+            backbone=backbone, num_classes=1000, preprocessor=None, activation=None))
+    print(json.dumps(results))
+
+
+def matmul_ceiling(backend, arch, args):
+    """GFLOP/s of one fp32 (T*batch x D) @ (D x 4D) and back, compiled like a model step."""
+    import numpy as np
+
+    rows = 8 * (1 + (224 // 16) ** 2)  # ViT-B/16 at batch 8: 1576 tokens
+    d, m = 768, 3072
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, d)).astype("float32")
+    w1 = rng.standard_normal((d, m)).astype("float32")
+    w2 = rng.standard_normal((m, d)).astype("float32")
+    if backend == "jax":
+        import jax
+
+        f = jax.jit(lambda a, w1, w2: (a @ w1) @ w2)
+        a, w1, w2 = (jax.device_put(t) for t in (a, w1, w2))
+        step = lambda: f(a, w1, w2).block_until_ready()
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        f = tf.function(lambda a, w1, w2: tf.matmul(tf.matmul(a, w1), w2), jit_compile=True)
+        a, w1, w2 = (tf.constant(t) for t in (a, w1, w2))
+        step = lambda: f(a, w1, w2).numpy()
+    else:
+        import torch
+
+        a, w1, w2 = (torch.from_numpy(t) for t in (a, w1, w2))
+        step = lambda: (a @ w1) @ w2
+    seconds, _ = timed(step, 3, max(args.steps, 10))
+    return 2 * 2 * rows * d * m / seconds / 1e9
+
+
+# --------------------------------------------------------------------------- HF worker
+
+
+def hf_worker(args):
+    import numpy as np
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    arch = ARCHS[args.variant]
+    config = ViTConfig(
+        image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
+        num_hidden_layers=arch["layers"], num_attention_heads=arch["heads"],
+        intermediate_size=arch["mlp"], num_labels=1000,
+    )
+    model = ViTForImageClassification(config)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size)).astype("float32"))
+    y = torch.from_numpy(rng.integers(0, 1000, args.batch_size))
+    if args.workload == "train":
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                model(pixel_values=x)
+
+    seconds, _ = timed(step, args.warmup, args.steps)
+    print(json.dumps({"hf_transformers": args.batch_size / seconds,
+                      "attn_implementation": model.config._attn_implementation}))
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_worker(kind, backend, argv):
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, __file__, f"--worker={kind}", *argv], env=env,
+                         capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"{kind} worker on {backend} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default="ViTB16", choices=sorted(ARCHS))
+    parser.add_argument("--workload", default="infer", choices=["infer", "train"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--backends", default="jax,tensorflow,torch")
+    parser.add_argument("--models", default="keras_vit,keras_hub,hf_transformers")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker == "keras":
+        return keras_worker(args)
+    if args.worker == "hf":
+        return hf_worker(args)
+
+    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--json")]
+    flops = forward_flops(ARCHS[args.variant], args.image_size) * (3 if args.workload == "train" else 1)
+    rows = {}
+    for backend in args.backends.split(","):
+        rows[backend] = run_worker("keras", backend, passthrough)
+    hf = run_worker("hf", "torch", passthrough) if "hf_transformers" in args.models else {}
+
+    title = f"{args.variant} {args.workload}, batch {args.batch_size}, {args.image_size}px, {args.dtype}"
+    print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling)")
+    print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling |")
+    print("|---|---|---|---|---|---|---|")
+    for backend, r in rows.items():
+        ours, hub = r.get("keras_vit"), r.get("keras_hub")
+        gflops = ours * flops / 1e9 if ours else None
+        print(f"| {backend} | {_f(ours)} | {_f(hub)} | {_ratio(ours, hub)} | {_f(gflops, 1)} | "
+              f"{_f(r['ceiling_gflops'], 1)} | {_pct(gflops, r['ceiling_gflops'])} |")
+    if hf:
+        best = max((r.get("keras_vit") or 0, b) for b, r in rows.items())
+        print(f"\nHF transformers (torch, {hf['attn_implementation']}): {_f(hf['hf_transformers'])} img/s;"
+              f" best keras-vit ({best[1]}) / HF = {_ratio(best[0], hf['hf_transformers'])}")
+    result = {
+        "config": vars(args) | {"gflop_per_image": flops / 1e9},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpus": os.cpu_count()},
+        "backends": rows,
+        "hf_transformers": hf,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+def _f(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _ratio(a, b):
+    return "-" if not a or not b else f"{a / b:.2f}x"
+
+
+def _pct(a, b):
+    return "-" if not a or not b else f"{100 * a / b:.0f}%"
+
+
+if __name__ == "__main__":
+    main()
