@@ -72,6 +72,9 @@ def fetch(url, fname, sha256=None, cache_dir=None, force_download=False, check=c
         WeightsDownloadError: the transfer failed; nothing is left in the cache.
         WeightsIntegrityError: wrong hash or corrupt file; it was deleted from the cache.
     """
+    if cache_dir is not None:
+        # get_file silently falls back to /tmp/.keras when the directory does not exist yet.
+        os.makedirs(os.path.expanduser(cache_dir), exist_ok=True)
     expected_path = _cache_path(fname, cache_dir)
     fresh = force_download or not os.path.exists(expected_path)
     sha256 = sha256.lower() if sha256 else None
