@@ -298,3 +298,55 @@ def test_unrecognised_files_and_missing_paths(tmp_path):
     with pytest.raises(ValueError, match="neither a HF"):
         build(str(not_vit))
     assert not os.path.exists(tmp_path / "missing.npz")
+
+
+def test_timm_hybrid_keys_round_trip():
+    """timm's R50-hybrid names (`patch_embed.backbone.stem/stages...`, as timm's own .npz
+    loader fills them) map back onto the official arrays exactly."""
+    from keras_vit.formats import timm as timm_format
+    from keras_vit.weights.shapes import official_shapes
+
+    rng = np.random.default_rng(3)
+    official = {k: rng.standard_normal(s).astype("float32") for k, s in official_shapes(
+        **ARCH, image_size=64, classes=CLASSES, resnet_num_layers=(1, 2),
+        resnet_width_factor=0.5).items()}
+    d, h = ARCH["hidden_size"], ARCH["num_heads"]
+    conv = lambda k: k.transpose(3, 2, 0, 1)  # noqa: E731  HWIO -> OIHW
+    state = {"cls_token": official["cls"],
+             "pos_embed": official["Transformer/posembed_input/pos_embedding"],
+             "patch_embed.proj.weight": conv(official["embedding/kernel"]),
+             "patch_embed.proj.bias": official["embedding/bias"],
+             "patch_embed.backbone.stem.conv.weight": conv(official["conv_root/kernel"]),
+             "patch_embed.backbone.stem.norm.weight": official["gn_root/scale"].ravel(),
+             "patch_embed.backbone.stem.norm.bias": official["gn_root/bias"].ravel(),
+             "norm.weight": official["Transformer/encoder_norm/scale"],
+             "norm.bias": official["Transformer/encoder_norm/bias"],
+             "head.weight": official["head/kernel"].T, "head.bias": official["head/bias"]}
+    for key, array in official.items():
+        if key.startswith("block"):
+            block, unit, layer, part = key.split("/")
+            prefix = f"patch_embed.backbone.stages.{int(block[5:]) - 1}.blocks.{int(unit[4:]) - 1}."
+            name = {"conv_proj": "downsample.conv", "gn_proj": "downsample.norm"}.get(
+                layer, layer.replace("gn", "norm"))
+            tensor = conv(array) if part == "kernel" else array.ravel()
+            state[prefix + name + {"kernel": ".weight", "scale": ".weight", "bias": ".bias"}[part]] = tensor
+    for i in range(ARCH["num_layers"]):
+        p, q = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        mha = p + "MultiHeadDotProductAttention_1/"
+        state[q + "attn.qkv.weight"] = np.concatenate(
+            [official[f"{mha}{n}/kernel"].reshape(d, d).T for n in ("query", "key", "value")])
+        state[q + "attn.qkv.bias"] = np.concatenate(
+            [official[f"{mha}{n}/bias"].ravel() for n in ("query", "key", "value")])
+        state[q + "attn.proj.weight"] = official[mha + "out/kernel"].reshape(d, d).T
+        state[q + "attn.proj.bias"] = official[mha + "out/bias"]
+        for ln, t in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            state[q + t + ".weight"] = official[f"{p}{ln}/scale"]
+            state[q + t + ".bias"] = official[f"{p}{ln}/bias"]
+        for dense, fc in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+            state[q + f"mlp.{fc}.weight"] = official[f"{p}MlpBlock_3/{dense}/kernel"].T
+            state[q + f"mlp.{fc}.bias"] = official[f"{p}MlpBlock_3/{dense}/bias"]
+    converted = timm_format.convert(state, num_heads=h)
+    assert set(converted) == set(official)
+    for key, array in official.items():
+        np.testing.assert_array_equal(converted[key].ravel(), array.ravel(), err_msg=key)
+        assert tuple(s for s in converted[key].shape if s != 1) == tuple(s for s in array.shape if s != 1)

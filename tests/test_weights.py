@@ -379,3 +379,36 @@ def test_download_over_http_truncated_or_missing(server, tmp_path):
     with pytest.raises(WeightsDownloadError, match="404"):
         fetch(f"{server}/missing.npz", "missing.npz", cache_dir=str(cache))
     assert not any(cache.rglob("*.npz"))
+
+
+# --------------------------------------------------------------------------- resampling, docs
+
+
+@pytest.mark.parametrize("old, new", [((7, 7), (12, 12)), ((24, 24), (14, 14)), ((14, 14), (24, 24)),
+                                      ((5, 5), (3, 8)), ((2, 2), (9, 9)), ((9, 9), (2, 2))])
+def test_bicubic_resize_matches_torch_antialiased_bicubic(old, new):
+    torch = pytest.importorskip("torch")
+    from keras_vit.resample import bicubic_resize
+
+    grid = np.random.default_rng(0).standard_normal((*old, 5))
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(grid.transpose(2, 0, 1)[None]), size=new, mode="bicubic",
+        antialias=True, align_corners=False)[0].numpy().transpose(1, 2, 0)
+    actual = bicubic_resize(grid, new)
+    assert actual.shape == (*new, 5)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-12)
+    if old != new:  # and it is not the non-antialiased (a = -0.75) kernel
+        plain = torch.nn.functional.interpolate(
+            torch.from_numpy(grid.transpose(2, 0, 1)[None]), size=new, mode="bicubic",
+            align_corners=False)[0].numpy().transpose(1, 2, 0)
+        assert np.abs(actual - plain).max() > 1e-3
+
+
+def test_docs_table_lists_every_entry():
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "pretrained_weights.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for entry in registry.all_entries():
+        assert f"`{entry.path}`" in text, entry.path
+        if entry.top1 is not None:
+            assert re.search(rf"\| {entry.variant} \| `{re.escape(entry.name)}`[^\n]*\| {entry.top1:.2f} \|", text)
