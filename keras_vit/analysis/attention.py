@@ -119,23 +119,32 @@ def attention_rollout(attention, add_residual=True, head_fusion="mean"):
     return rollout
 
 
-def rollout_maps(model, images, add_residual=True, head_fusion="mean", batch_size=32):
+def rollout_maps(model, images, add_residual=True, head_fusion="mean", batch_size=32,
+                 attention=None):
     """Per-image rollout maps at the input resolution, in [0, 1].
 
     With a class token the map is its rollout row over the patches; for GAP models, whose
     output averages all tokens, it is the mean of all rows.
 
+    Args:
+        attention: the `attention_maps` of these images, if already computed.
+
     Returns:
         (B, H, W) float32.
     """
     rows, cols, prefix, _ = token_layout(model)
-    rollout = attention_rollout(attention_maps(model, images, batch_size), add_residual, head_fusion)
+    if attention is None:
+        attention = attention_maps(model, images, batch_size)
+    rollout = attention_rollout(attention, add_residual, head_fusion)
     weights = rollout[:, 0, prefix:] if prefix else rollout.mean(axis=1)
     return _to_image_maps(weights, rows, cols, model.input_shape[1:3])
 
 
-def last_layer_class_attention(model, images, batch_size=32):
+def last_layer_class_attention(model, images, batch_size=32, attention=None):
     """The last layer's class-token attention over patches, per head, at input resolution.
+
+    Args:
+        attention: the `attention_maps` of these images, if already computed.
 
     Returns:
         (B, heads, H, W) float32, each map scaled to [0, 1].
@@ -143,7 +152,9 @@ def last_layer_class_attention(model, images, batch_size=32):
     rows, cols, prefix, _ = token_layout(model)
     if not prefix:
         raise ValueError("The model has no class token (classifier='gap'): use rollout_maps.")
-    last = attention_maps(model, images, batch_size)[-1]  # (B, heads, T, T)
+    if attention is None:
+        attention = attention_maps(model, images, batch_size)
+    last = attention[-1]  # (B, heads, T, T)
     b, heads = last.shape[:2]
     maps = _to_image_maps(last[:, :, 0, prefix:].reshape(b * heads, -1), rows, cols,
                           model.input_shape[1:3])
