@@ -21,6 +21,7 @@ from tf_data.pipeline import (
 )
 from tf_data.preprocess import decode_image, scale_for_model
 from tf_data.source import SPLIT_ROLES, Source, Split
+from tf_data.subset import subset
 
 __all__ = [
     "DataError",
@@ -35,4 +36,5 @@ __all__ = [
     "make_dataset_fn",
     "scale_for_model",
     "steps_per_epoch",
+    "subset",
 ]
