@@ -54,8 +54,8 @@ def ViT(
 
     Args:
         image_size: int or (height, width) of the input images. Ignored when `input_shape` is
-            given. Default: 224, or the checkpoint's native resolution when `weights` is a
-            registry name (e.g. 384 for the 384 px ImageNet fine-tuned files).
+            given. Default: 224, or the checkpoint's native resolution when `weights` are
+            loaded (e.g. 384 for the 384 px ImageNet fine-tuned files).
         patch_size: int or (P_h, P_w). Must divide the image size (for hybrids: the ResNet's
             feature map, so R50+ViT-B/16 uses patch size 1 on a 1/16-resolution map).
         hidden_size: D, the token width.

@@ -62,7 +62,7 @@ def _variant(variant_name, doc_name):
         classifier_activation, include_preprocessing, image_size, name: as in `keras_vit.ViT`.
             `weights` takes the names of `keras_vit.list_weights("{variant_name}")` (e.g.
             `"imagenet"`, `"imagenet21k"`) or a checkpoint path; without `image_size` /
-            `input_shape` a registry checkpoint is used at its native resolution.
+            `input_shape` a checkpoint is used at its native resolution.
         **kwargs: other `ViT` options that do not change the architecture's size
             (`classifier`, `representation_size`, `dropout_rate`, `gelu_approximate`,
             `head`, `pos_embed_resample`, ...).

@@ -350,3 +350,8 @@ def test_timm_hybrid_keys_round_trip():
     for key, array in official.items():
         np.testing.assert_array_equal(converted[key].ravel(), array.ravel(), err_msg=key)
         assert tuple(s for s in converted[key].shape if s != 1) == tuple(s for s in array.shape if s != 1)
+
+
+def test_file_weights_default_to_their_native_resolution(source):
+    model = keras_vit.ViT(**ARCH, classes=CLASSES, weights=str(source["hf_dir"]))
+    assert model.input_shape == (None, 32, 32, 3)  # not the 224 default

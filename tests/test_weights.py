@@ -222,6 +222,16 @@ def test_imagenet_builds_at_native_resolution_and_loads_every_array(bucket):
     assert len(keras_vit.decode_predictions(probs, top=3)[0]) == 3
 
 
+def test_registry_name_wins_over_a_same_named_folder(bucket, tmp_path, monkeypatch):
+    publish(bucket, keras_vit.get_weights_entry("ViTTi16", "imagenet"))
+    (tmp_path / "imagenet").mkdir()  # e.g. a dataset folder in the working directory
+    monkeypatch.chdir(tmp_path)
+    model = keras_vit.ViTTi16(weights="imagenet", include_top=False)
+    assert model.input_shape == (None, 384, 384, 3)
+    with pytest.raises(ValueError, match="no model.safetensors"):
+        keras_vit.ViTTi16(weights="./imagenet")  # the explicit path is the folder
+
+
 def test_other_resolution_resamples_with_the_chosen_algorithm(bucket):
     entry = keras_vit.get_weights_entry("ViTTi16", "imagenet")
     arrays = publish(bucket, entry)

@@ -17,9 +17,9 @@ The `keras.applications` rules, with one addition for fine-tuning:
   paper's fine-tuning, unless `representation_size` is given).
 - The paper's ImageNet-21k files have a zeroed head (and `pre_logits`): using them with
   `include_top=True` and no `head="new"` raises, naming the alternatives.
-- When `weights` is a registry name and no `image_size` / `input_shape` / `input_tensor` is
-  given, the model is built at the checkpoint's native resolution (384 for the 384 px
-  fine-tuned files); any other size resamples the position embedding.
+- When no `image_size` / `input_shape` / `input_tensor` is given, the model is built at the
+  checkpoint's native resolution (384 for the 384 px fine-tuned files; read from the
+  position embedding for files); any other size resamples the position embedding.
 - `gelu_approximate` left as None takes the GELU the weights were trained with (tanh for the
   official/AugReg/big_vision files, exact erf for HF and timm); an explicit different choice
   warns. `pos_embed_resample` left as None takes the source's algorithm ("official" scipy
@@ -131,11 +131,18 @@ def resolve(weights, arch, cache_dir=None):
     """(Checkpoint, WeightsEntry or None) for a registry name or a path."""
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"`weights` must be None, a registry name or a path; got {weights!r}.")
-    if os.path.exists(weights):
-        return read_checkpoint(weights, num_heads=arch["num_heads"]), None
-    if _looks_like_path(weights):
-        raise ValueError(f"Weights file {os.fspath(weights)!r} does not exist.")
-    return None, registry_entry(weights, arch)
+    text = os.fspath(weights)
+    if not _looks_like_path(text):
+        # A registry name wins over a same-named file or folder in the working directory
+        # (an "imagenet" data folder, say); write "./imagenet" to mean the path.
+        variant = match_variant(arch)
+        if variant is not None and registry.is_weights_name(variant, text):
+            return None, registry.get_weights_entry(variant, text)
+    if os.path.exists(text):
+        return read_checkpoint(text, num_heads=arch["num_heads"]), None
+    if _looks_like_path(text):
+        raise ValueError(f"Weights file {text!r} does not exist.")
+    return None, registry_entry(text, arch)
 
 
 def registry_entry(name, arch):
@@ -278,8 +285,10 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
             raise ValueError(problem)
         if representation_size is None:
             representation_size = ckpt.representation_size
-    if entry is not None and image_size is None and input_shape is None and input_tensor is None:
-        image_size = entry.resolution or native_image_size(ckpt, arch, classifier)
+    if image_size is None and input_shape is None and input_tensor is None:
+        # keras.applications style: the weights' own input size unless told otherwise.
+        image_size = (entry.resolution if entry is not None else None) \
+            or native_image_size(ckpt, arch, classifier)
     if image_size is None:
         image_size = 224
     _check_gelu(gelu_approximate, ckpt.gelu_approximate, source)

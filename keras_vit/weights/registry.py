@@ -226,6 +226,12 @@ def list_weights(variant=None):
     return names
 
 
+def is_weights_name(variant, name):
+    """Whether `name` is a registry name or short name for `variant`."""
+    variant = canonical_variant(variant)
+    return name in ALIASES[variant] or name in REGISTRY[variant]
+
+
 def get_weights_entry(variant, name):
     """The `WeightsEntry` a `weights=` name stands for; a ValueError listing valid names."""
     variant = canonical_variant(variant)
