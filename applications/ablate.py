@@ -8,6 +8,9 @@ Studies (each run several seeds; a markdown table of mean +- std test accuracy a
 - `position`: no position embedding vs learned 1-D vs learned 2-D vs relative (Appendix D.4).
 - `data_scale`: ViT vs a ResNet baseline of similar size trained on growing fractions of the
   training split (the paper's "ViT needs data" finding, Sec. 4.3, in small).
+- `pretraining` (not in the default set): fine-tuning on a small labelled share
+  (`--label-fraction`) from scratch vs from a backbone pre-trained by masked patch prediction
+  (Sec. 4.6) on all training images without labels; same fine-tuning budget for both.
 
 Runs on the embedded `digits` data by default, or on any dataset of the pipeline.
 
@@ -24,7 +27,8 @@ import time
 
 import numpy as np
 
-STUDIES = ("classifier", "position", "data_scale")
+STUDIES = ("classifier", "position", "data_scale", "pretraining")
+DEFAULT_STUDIES = ("classifier", "position", "data_scale")
 
 # A digits-sized ViT (4x4 grid of 2x2 patches) and the recipe of `keras-vit train` for digits.
 VIT = dict(image_size=8, patch_size=2, hidden_size=64, num_layers=4, num_heads=4, mlp_dim=128)
@@ -38,9 +42,10 @@ class Setting:
     arch: dict = dataclasses.field(default_factory=dict)
     lr_factor: float = 1.0
     train_fraction: float = 1.0
+    pretrained: bool = False
 
 
-def settings(study, gap_lr_factor, fractions):
+def settings(study, gap_lr_factor, fractions, label_fraction=0.1):
     if study == "classifier":
         return [
             Setting(study, "token", arch=dict(classifier="token")),
@@ -51,6 +56,11 @@ def settings(study, gap_lr_factor, fractions):
     if study == "position":
         return [Setting(study, name, arch=dict(position_embedding=name))
                 for name in ("none", "learned_1d", "learned_2d", "relative")]
+    if study == "pretraining":
+        share = f"{100 * label_fraction:g}% labels"
+        return [Setting(study, f"scratch, {share}", train_fraction=label_fraction),
+                Setting(study, f"MPP-pretrained, {share}", train_fraction=label_fraction,
+                        pretrained=True)]
     return [Setting(study, f"{model} {100 * f:g}%", model=model, train_fraction=f)
             for f in fractions for model in ("vit", "resnet")]
 
@@ -58,7 +68,7 @@ def settings(study, gap_lr_factor, fractions):
 def add_parser(subparsers):
     p = subparsers.add_parser("ablate", help="the paper's ablations on small data, several seeds",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--studies", default=",".join(STUDIES),
+    p.add_argument("--studies", default=",".join(DEFAULT_STUDIES),
                    help=f"comma-separated subset of {', '.join(STUDIES)}")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-dir")
@@ -68,6 +78,10 @@ def add_parser(subparsers):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--gap-lr-factor", type=float, default=3.0)
     p.add_argument("--fractions", default="0.1,0.25,0.5,1.0")
+    p.add_argument("--label-fraction", type=float, default=0.1,
+                   help="pretraining study: share of labelled training images")
+    p.add_argument("--pretrain-epochs", type=int, default=100,
+                   help="pretraining study: epochs of masked patch prediction")
     p.add_argument("--image-size", type=int, help="default: 8 for digits, else 32")
     p.add_argument("--output", default="runs/ablate")
     return p
@@ -94,7 +108,7 @@ def run(args, log=print) -> int:
     results = []
     start = time.time()
     for study in studies:
-        for setting in settings(study, args.gap_lr_factor, fractions):
+        for setting in settings(study, args.gap_lr_factor, fractions, args.label_fraction):
             accuracies = []
             for seed in range(args.seeds):
                 accuracies.append(train_and_test(setting, source, size, seed, args))
@@ -131,6 +145,8 @@ def train_and_test(setting, source, size, seed, args):
     test = tf_data.build_dataset(source, "test", config, training=False)
     classes = len(source.class_names)
     model = build(setting, (size, size, 3), classes)
+    if setting.pretrained:
+        load_pretrained_backbone(model, source, setting, size, seed, args)
     schedule = WarmupDecay(args.lr * setting.lr_factor, total_steps=steps * args.epochs,
                            warmup_steps=steps * max(1, args.epochs // 10))
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
@@ -138,6 +154,19 @@ def train_and_test(setting, source, size, seed, args):
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     model.fit(train, epochs=args.epochs, verbose=0)
     return float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+
+
+def load_pretrained_backbone(model, source, setting, size, seed, args):
+    """Masked-patch pre-training on all training images (no labels), into `model`'s backbone."""
+    from applications.pretrain import pretrain
+    from keras_vit import checkpoint
+
+    arch = {**VIT, **setting.arch, "image_size": size}
+    mpp, _, _ = pretrain(source, arch, epochs=args.pretrain_epochs, batch_size=args.batch_size,
+                         lr=args.lr, seed=seed)
+    # The classifier keeps its zero-initialised head (paper); everything else is copied.
+    checkpoint.assign_checkpoint(model, checkpoint.official_arrays(mpp.backbone),
+                                 source="masked patch prediction", skip_head=True)
 
 
 def build(setting, input_shape, classes):

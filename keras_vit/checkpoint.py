@@ -66,6 +66,18 @@ def official_variables(model):
     return variables
 
 
+def official_arrays(model):
+    """The model's weights as NumPy arrays under official checkpoint keys."""
+    return {key: keras.ops.convert_to_numpy(v) for key, v in official_variables(model).items()}
+
+
+def save_npz(model, path):
+    """Writes `model` as an `.npz` in the official layout, which `ViT(weights=path)` and the
+    official tools read (float32, keys joined with '/')."""
+    np.savez(path, **official_arrays(model))
+    return path
+
+
 def _block_variables(block, prefix):
     attention = block.attention
     variables = {
