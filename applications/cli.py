@@ -20,6 +20,9 @@ from applications import options
 
 EXIT_USAGE = 2
 
+# Subcommands living in their own module, each with `add_parser(subparsers)` and `run(args)`.
+MODULE_COMMANDS = ("pretrain", "ablate", "visualize", "export", "convert")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of all subcommands."""
@@ -57,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--top", type=int, default=5)
     pr.add_argument("--json", action="store_true", help="one JSON object per image")
+
+    import importlib
+
+    for name in MODULE_COMMANDS:
+        importlib.import_module(f"applications.{name}").add_parser(sub)
     return parser
 
 
@@ -69,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("train", "finetune"):
             return _fit(args)
+        if args.command in MODULE_COMMANDS:
+            import importlib
+
+            return importlib.import_module(f"applications.{args.command}").run(args)
         if args.command == "evaluate":
             from applications import evaluate
 

@@ -1,0 +1,99 @@
+"""`keras-vit pretrain`, `ablate`, `visualize` and `export` end to end, on tiny settings."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+
+import keras_vit
+from applications.cli import main
+from conftest import BACKEND
+
+
+def _digit_png(path, index=0):
+    from sklearn.datasets import load_digits
+
+    image = (load_digits().images[index] * (255 / 16)).astype("uint8")
+    Image.fromarray(image).resize((32, 32)).save(path)
+    return str(path)
+
+
+def test_pretrain_saves_a_backbone_that_beats_the_marginal_baseline(tmp_path):
+    out = tmp_path / "mpp"
+    assert main(["pretrain", "--output", str(out), "--epochs", "12", "--lr", "3e-3", "--num-layers", "2",
+                 "--hidden-size", "32", "--mlp-dim", "64", "--num-heads", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["final_train_loss"] < metrics["first_epoch_loss"]
+    assert metrics["test_loss"] < metrics["marginal_distribution_loss"]
+    # The backbone loads both ways a user would take it.
+    backbone = keras.saving.load_model(out / "backbone.keras")
+    model = keras_vit.ViT(image_size=8, patch_size=2, hidden_size=32, num_layers=2, num_heads=2,
+                          mlp_dim=64, include_top=False, weights=str(out / "backbone.npz"))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), backbone.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_ablate_runs_end_to_end_and_writes_table_and_plot(tmp_path):
+    # Several seeds on TensorFlow (fast to compile); one elsewhere keeps the suite short.
+    seeds = 2 if BACKEND == "tensorflow" else 1
+    out = tmp_path / "ablate"
+    assert main(["ablate", "--studies", "classifier,data_scale", "--seeds", str(seeds),
+                 "--epochs", "1", "--fractions", "0.5", "--output", str(out)]) == 0
+    results = json.loads((out / "ablation.json").read_text())
+    assert [r["setting"] for r in results] == [
+        "token", "gap (token's lr)", "gap (3x lr)", "vit 50%", "resnet 50%"]
+    for r in results:
+        assert len(r["accuracies"]) == seeds and all(0 <= a <= 1 for a in r["accuracies"])
+        assert r["mean"] == pytest.approx(np.mean(r["accuracies"]))
+    table = (out / "ablation.md").read_text()
+    assert "| classifier | token |" in table and f"mean +- std over {seeds} seeds" in table
+    pixels = np.asarray(Image.open(out / "ablation.png").convert("L"), dtype=float)
+    assert pixels.std() > 5
+
+
+def test_ablate_rejects_unknown_studies(capsys):
+    assert main(["ablate", "--studies", "depth"]) == 2
+    assert "Unknown studies ['depth']" in capsys.readouterr().err
+
+
+def test_visualize_writes_every_figure(tmp_path, rng):
+    model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,
+                          mlp_dim=64, classes=10)
+    model_path = str(tmp_path / "model.keras")
+    model.save(model_path)
+    images = [_digit_png(tmp_path / f"digit{i}.png", i) for i in range(2)]
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "figures"
+    assert main(["visualize", model_path, *images, str(tmp_path / "broken.png"),
+                 "--output", str(out)]) == 0
+    expected = {"mean_attention_distance.png", "position_similarity.png", "embedding_filters.png",
+                "rollout_digit0.png", "rollout_digit1.png", "heads_digit0.png", "heads_digit1.png",
+                "analysis.json"}
+    assert expected <= set(os.listdir(out))
+    for name in expected - {"analysis.json"}:
+        pixels = np.asarray(Image.open(out / name).convert("RGB"), dtype=float)
+        assert pixels.std() > 5, name
+    summary = json.loads((out / "analysis.json").read_text())
+    assert np.array(summary["mean_attention_distance_pixels"]).shape == (2, 4)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="exports through TensorFlow; once, from another backend")
+def test_export_command_from_a_run_directory(tmp_path, rng):
+    import onnxruntime
+
+    model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,
+                          mlp_dim=64, classes=10)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model.save(run_dir / "model.keras")
+    out = str(tmp_path / "model.onnx")
+    assert main(["export", str(run_dir), out, "--format", "onnx"]) == 0
+    session = onnxruntime.InferenceSession(out)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0],
+                               model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
