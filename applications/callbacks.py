@@ -58,6 +58,8 @@ class CommittedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
         self.model._initial_epoch = state["epoch"]  # what BackupAndRestore does
         self.history = list(state.get("history", []))
+        if self.log_csv:  # it may lag the commit by one epoch if killed in between
+            write_history_csv(self.log_csv, self.history)
 
     # -- save -----------------------------------------------------------------
     def on_epoch_begin(self, epoch, logs=None):

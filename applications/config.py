@@ -130,6 +130,16 @@ def resolve(command: str, explicit: dict) -> RunConfig:
         for key in ARCH_KEYS:
             if key != "image_size":
                 values.pop(key, None)
+    start = explicit.get("init") or explicit.get("weights")
+    if command == "finetune" and start and "model" not in explicit:
+        # The source checkpoint fixes the architecture; flags may still
+        # override (they must then match its shapes).
+        from applications import weights as weights_lib
+
+        values.update(weights_lib.source_architecture(start))
+        values["model"] = None
+        if explicit.get("init") and "image_size" not in explicit:
+            values["image_size"] = _saved_image_size(explicit["init"], values["image_size"])
     values.update(explicit)
     values["dataset"] = dataset
     values["command"] = command
@@ -138,6 +148,14 @@ def resolve(command: str, explicit: dict) -> RunConfig:
         values["model"] = canonical_variant(values["model"])
     names = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in values.items() if k in names})
+
+
+def _saved_image_size(path: str, default):
+    """The image size a saved run used (its config.json), else `default`."""
+    try:
+        return load(os.path.dirname(os.path.abspath(path)))["architecture"]["image_size"]
+    except (UsageError, KeyError):
+        return default
 
 
 def canonical_variant(name: str) -> str:

@@ -53,12 +53,15 @@ FINETUNE = dict(
     dropout_rate=0.0,
 )
 
-# `digits` is 1,257 training images of 8x8 pixels. A Ti-like ViT on a 4x4 grid
-# of 2x2-pixel patches trains to >= 97% held-out accuracy in about a minute
-# or two on two CPU cores (numbers in README / metrics.json). A gentle crop
-# (at least half the area) replaces the 5% inception crop, which on 8x8
-# digits would crop away the digit. No flips: a mirrored digit is another digit.
-DIGITS = dict(
+# `digits` is 1,259 training images of 8x8 pixels. A small ViT on a 4x4 grid
+# of 2x2-pixel patches, global average pooling and strong weight decay trains
+# to >= 97% held-out accuracy in well under three minutes on two CPU cores
+# (measured figures in README / metrics.json). A gentle crop (at least 80% of
+# the area) replaces the 5% inception crop, which on 8x8 digits would crop the
+# digit away. No flips (the source says so): a mirrored digit is another digit.
+DIGITS_DATA = dict(batch_size=64, crop_min_area=0.8)
+DIGITS_TRAIN = dict(
+    DIGITS_DATA,
     model=None,
     image_size=8,
     patch_size=2,
@@ -66,23 +69,21 @@ DIGITS = dict(
     num_layers=4,
     num_heads=4,
     mlp_dim=128,
-    classifier="token",
+    classifier="gap",
     position_embedding="learned_1d",
-    batch_size=64,
-    epochs=60,
+    epochs=150,
     lr=1e-3,
-    weight_decay=0.05,
-    dropout_rate=0.0,
-    crop_min_area=0.5,
+    weight_decay=0.3,
+    dropout_rate=0.1,
 )
 
-PRESETS = {"digits": DIGITS}
+# dataset -> (preset for train, preset for finetune)
+PRESETS = {"digits": (DIGITS_TRAIN, DIGITS_DATA)}
 
 
 def defaults(command: str, dataset: str) -> dict:
     """Returns the default options of `command` ("train"/"finetune") for `dataset`."""
     base = dict(FINETUNE if command == "finetune" else TRAIN)
-    if command == "train":
-        # Presets tune from-scratch training; fine-tuning keeps the paper recipe.
-        base.update(PRESETS.get(dataset, {}))
+    train_preset, finetune_preset = PRESETS.get(dataset, ({}, {}))
+    base.update(finetune_preset if command == "finetune" else train_preset)
     return base

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 
 import keras
@@ -120,10 +121,11 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
         metrics["wall_time_s"] = round(time.time() - started, 2)
         reporting.write_metrics(output, metrics)
         reporting.plot_curves(output, history, title=f"{model.name} on {config.dataset}")
-        log(f"ERROR: the training loss became NaN/inf at epoch {epoch}, batch {batch}; "
-            f"training stopped. The last finite state ({len(history)} epoch(s)) is in "
-            f"{os.path.join(output, CHECKPOINT_FILE) if history else 'no checkpoint'}. "
-            f"Lower --lr (now {config.lr}), keep --clipnorm 1.0, or check the data.")
+        where = (f"{os.path.join(output, CHECKPOINT_FILE)} holds the last finite state "
+                 f"(epoch {len(history)})" if history else "no epoch completed before it")
+        print(f"ERROR: the training loss became NaN/inf at epoch {epoch}, batch {batch}; "
+              f"training stopped ({where}). Lower --lr (now {config.lr:g}), keep "
+              "--clipnorm 1.0, or check the data.", file=sys.stderr)
         return EXIT_NAN
 
     cb.save_model_atomic(model, modeling.saved_model_path(output))

@@ -1,12 +1,18 @@
-"""Pretrained weights for fine-tuning: official .npz files and saved Keras models.
+"""Pretrained starting points for fine-tuning: checkpoints, registry names, saved models.
 
-Both paths go through the official checkpoint layout of
-`keras_vit.checkpoint` (a flat {key: array} dict), whose `assign_checkpoint`
-checks every shape, resamples the position embedding to the new resolution
-(`scipy.ndimage.zoom(order=1)`, as vit_jax) and can leave the head alone. The
-head of the new model stays zero-initialised (paper: "we remove the whole head
-(two linear layers) and replace it by a single zero-initialized D x K
-layer"), so `pre_logits` and `head` of the source are dropped.
+The new model always keeps its own zero-initialised head for the new classes
+(paper: "we remove the whole head (two linear layers) and replace it by a
+single zero-initialized D x K layer"); `pre_logits` is dropped. The position
+embedding is resampled to the new resolution by `keras_vit`'s checkpoint
+code (`scipy.ndimage.zoom(order=1)` as vit_jax for official files).
+
+Sources:
+
+* ``--weights``: anything `keras_vit.load_weights` reads -- a registry name
+  for the chosen ``--model`` ("imagenet21k", ...; downloaded and verified),
+  an official/big_vision ``.npz``, HF or timm files -- plus a keras-vit run's
+  ``.weights.h5`` (rebuilt via the run's config.json) or ``.keras`` file.
+* ``--init``: a saved ``.keras`` model (any keras_vit ViT, any resolution).
 """
 
 from __future__ import annotations
@@ -18,37 +24,7 @@ import numpy as np
 
 from applications.options import UsageError
 
-# Where --weights NAME is looked up when NAME is not a path.
-WEIGHTS_DIR_ENV = "KERAS_VIT_WEIGHTS"
-BASE_URL = "https://storage.googleapis.com/vit_models/"
 _DROPPED_PREFIXES = ("head/", "pre_logits/")
-
-
-def resolve_weights(spec: str) -> str:
-    """Maps --weights to a file: a path, or a name like "imagenet21k/ViT-B_16".
-
-    Names are looked up (with and without ".npz") in $KERAS_VIT_WEIGHTS and
-    ~/.keras/vit_models.
-
-    Raises:
-        UsageError: When no file is found; says where it looked.
-    """
-    if os.path.isfile(spec):
-        return spec
-    dirs = [os.environ.get(WEIGHTS_DIR_ENV), os.path.expanduser("~/.keras/vit_models")]
-    tried = []
-    for directory in filter(None, dirs):
-        for name in (spec, spec + ".npz"):
-            path = os.path.join(directory, name)
-            tried.append(path)
-            if os.path.isfile(path):
-                return path
-    raise UsageError(
-        f"Weights {spec!r} not found (looked in: {', '.join(tried) or 'nothing'}). "
-        f"Pass a path to an official .npz (published under {BASE_URL}, e.g. "
-        "imagenet21k/ViT-B_16.npz) or a Keras .weights.h5, or put the file in "
-        f"${WEIGHTS_DIR_ENV}."
-    )
 
 
 def load_pretrained(model: keras.Model, spec: str) -> None:
@@ -56,71 +32,125 @@ def load_pretrained(model: keras.Model, spec: str) -> None:
 
     Args:
         model: A `keras_vit.ViT` with the target classes and resolution.
-        spec: --weights: an official/big_vision .npz, a Keras .weights.h5 or
-            .keras file, or a name found by `resolve_weights`.
-    """
-    path = resolve_weights(spec)
-    if path.endswith(".keras"):
-        transfer_from_saved_model(model, path)
-        return
-    if path.endswith(".weights.h5"):
-        params = _params_from_weights_h5(path)
-    elif path.endswith(".npz"):
-        from keras_vit import checkpoint
+        spec: --weights (see module docstring).
 
-        try:
-            params = checkpoint.read_npz(path)
-        except ValueError as e:
-            raise UsageError(str(e)) from e
-    else:
-        raise UsageError(f"Cannot tell the format of {path!r}: expected .npz, .weights.h5 or .keras.")
-    _assign(model, params, path)
+    Raises:
+        UsageError: For a missing file or a checkpoint that does not fit.
+    """
+    if spec.endswith(".keras"):
+        transfer_from_saved_model(model, spec)
+        return
+    if _looks_like_path(spec) and not os.path.exists(spec):
+        raise UsageError(
+            f"Weights {spec!r} not found. Pass an existing checkpoint file (official .npz, "
+            "HF/timm file, a run's .keras/.weights.h5) or a registry name for --model "
+            "(keras_vit.list_weights(variant) lists them)."
+        )
+    if spec.endswith(".weights.h5") and _has_run_config(spec):
+        _assign(model, _params_from_run_weights(spec), spec)
+        return
+    import keras_vit
+
+    try:
+        keras_vit.load_weights(model, spec, head="new")
+    except ValueError as e:
+        raise UsageError(f"Cannot fine-tune from {spec!r}: {e}") from e
 
 
 def transfer_from_saved_model(model: keras.Model, path: str) -> None:
     """Copies a saved `.keras` ViT's backbone into `model` (new head, new size)."""
     if not os.path.isfile(path):
-        raise UsageError(f"--init {path!r} does not exist.")
+        raise UsageError(f"Saved model {path!r} does not exist.")
     import keras_vit  # noqa: F401  (registers the layers for deserialisation)
 
     source = keras.saving.load_model(path, compile=False)
     _assign(model, _official_params(source), path)
 
 
+def source_architecture(spec: str) -> dict:
+    """The ViT architecture of a fine-tuning source, without `image_size`.
+
+    Read from the run's config.json next to a saved model when there is one,
+    else from the saved model's layers or the official checkpoint's shapes.
+
+    Raises:
+        UsageError: When it cannot be determined (then --model is needed).
+    """
+    if not os.path.exists(spec):
+        if _looks_like_path(spec):
+            raise UsageError(f"Weights {spec!r} not found.")
+        raise UsageError(
+            f"--weights {spec!r} is a registry name: pass --model too (one of the "
+            "variants, e.g. ViTB16), since the registry is per variant."
+        )
+    if _has_run_config(spec):
+        from applications import config as config_lib
+
+        saved = config_lib.load(os.path.dirname(os.path.abspath(spec)))
+        return {k: v for k, v in saved["architecture"].items() if k != "image_size"}
+    if spec.endswith(".keras"):
+        import keras_vit  # noqa: F401
+        from keras_vit.weights.loading import model_architecture
+
+        arch = model_architecture(keras.saving.load_model(spec, compile=False))
+        return {k: v for k, v in arch.items() if k != "image_size" and v is not None}
+    if spec.endswith(".npz"):
+        from keras_vit import checkpoint
+
+        try:
+            return architecture_from_params(checkpoint.read_npz(spec))
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+    raise UsageError(f"Cannot infer the architecture of {spec!r}; pass --model.")
+
+
+def architecture_from_params(params: dict) -> dict:
+    """Infers ViT() architecture kwargs from official-layout checkpoint shapes."""
+    if any(k.startswith(("conv_root", "block1/")) for k in params):
+        raise UsageError("Hybrid (ResNet + ViT) checkpoints need --model ViTR50B16.")
+    kernel = np.shape(params["embedding/kernel"])  # (P, P, C, D)
+    blocks = {k.split("/")[1] for k in params if k.startswith("Transformer/encoderblock_")}
+    prefix = "Transformer/encoderblock_0/"
+    query = np.shape(params[prefix + "MultiHeadDotProductAttention_1/query/kernel"])  # (D, H, D/H)
+    arch = dict(
+        patch_size=int(kernel[0]) if kernel[0] == kernel[1] else (int(kernel[0]), int(kernel[1])),
+        hidden_size=int(kernel[3]),
+        num_layers=len(blocks),
+        num_heads=int(query[1]),
+        mlp_dim=int(np.shape(params[prefix + "MlpBlock_3/Dense_0/kernel"])[1]),
+        classifier="token" if "cls" in params else "gap",
+    )
+    pos = "Transformer/posembed_input/pos_embedding"
+    if pos + "_row" in params:
+        arch["position_embedding"] = "learned_2d"
+    elif pos not in params:
+        relative = any(k.endswith("relative_embedding") for k in params)
+        arch["position_embedding"] = "relative" if relative else "none"
+    return arch
+
+
 def _official_params(model: keras.Model) -> dict[str, np.ndarray]:
     """A built ViT's weights as an official-layout {key: array} dict."""
     from keras_vit import checkpoint
 
-    return {k: keras.ops.convert_to_numpy(v) for k, v in checkpoint.official_variables(model).items()}
+    return {k: keras.ops.convert_to_numpy(v)
+            for k, v in checkpoint.official_variables(model).items()}
 
 
-def _params_from_weights_h5(path: str) -> dict[str, np.ndarray]:
-    """Reads a `.weights.h5` of a keras_vit model via a model rebuilt from it.
-
-    The file stores no architecture, so the model is rebuilt from the
-    config.json that keras-vit writes next to its weights; without one, use
-    the run's .keras file instead.
-    """
+def _params_from_run_weights(path: str) -> dict[str, np.ndarray]:
+    """Reads a keras-vit run's `.weights.h5` through a model rebuilt from config.json."""
     from applications import config as config_lib
-
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        saved = config_lib.load(directory)
-    except UsageError:
-        raise UsageError(
-            f"{path!r} has no config.json beside it to rebuild its architecture; "
-            "pass the run's .keras model (--init) or an official .npz instead."
-        ) from None
     import keras_vit
 
+    saved = config_lib.load(os.path.dirname(os.path.abspath(path)))
     source = keras_vit.ViT(**saved["architecture"], classes=saved["num_classes"],
                            include_preprocessing=saved.get("include_preprocessing", True))
-    keras_vit.load_weights(source, path)
+    source.load_weights(path)
     return _official_params(source)
 
 
 def _assign(model: keras.Model, params: dict, source: str) -> None:
-    """Writes `params` into `model` except head/pre_logits; clear errors."""
+    """Writes `params` into `model` except head/pre_logits, with clear errors."""
     from keras_vit import checkpoint
 
     params = {k: v for k, v in params.items() if not k.startswith(_DROPPED_PREFIXES)}
@@ -128,3 +158,20 @@ def _assign(model: keras.Model, params: dict, source: str) -> None:
         checkpoint.assign_checkpoint(model, params, source=source, skip_head=True)
     except ValueError as e:
         raise UsageError(f"Cannot fine-tune from {source}: {e}") from e
+
+
+def _has_run_config(path: str) -> bool:
+    """Whether `path` sits in a keras-vit run directory with its architecture."""
+    import json
+
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
+    if not os.path.isfile(config):
+        return False
+    with open(config) as f:
+        return "architecture" in json.load(f)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or spec.startswith(".") or spec.endswith(
+        (".npz", ".h5", ".keras", ".safetensors", ".bin", ".pth", ".pt")
+    )
