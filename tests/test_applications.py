@@ -188,3 +188,33 @@ def test_nan_loss_stops_with_exit_code_3(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "nan" and metrics["epochs"] == 0
     assert not (out / "model.keras").exists()
+
+
+def test_train_on_image_folder_with_steps_and_corrupt_file(tmp_path):
+    from PIL import Image
+
+    from tf_data import digits
+
+    images, labels = digits.load_arrays()
+    root = tmp_path / "folder"
+    for i in range(90):  # three classes of real digit images, mixed formats
+        label = int(labels[i * 3 % 1797])
+        if label > 2:
+            continue
+        (root / f"class_{label}").mkdir(parents=True, exist_ok=True)
+        ext = ("png", "jpg", "bmp")[i % 3]
+        Image.fromarray(images[i * 3 % 1797]).resize((16, 16)).save(root / f"class_{label}" / f"{i}.{ext}")
+    (root / "class_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "run"
+    rc = run_cli("train", "--dataset", root, "--output", out, "--steps", 6, "--image-size", 8,
+                 "--patch-size", 4, *TINY[:-4], "--batch-size", 8, "--verbose", 0)
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert metrics["skipped_files"] == 1
+    assert config["class_names"] == ["class_0", "class_1", "class_2"]
+    sizes = config["split_sizes"]
+    assert sizes["test"] >= 3 and sizes["validation"] >= 3  # held out: no val/test folders
+    assert metrics["epochs"] * metrics["steps_per_epoch"] >= 6
+    assert metrics["epochs"] * metrics["steps_per_epoch"] < 6 + metrics["epochs"]
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0

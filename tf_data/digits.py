@@ -60,7 +60,7 @@ def load() -> Source:
 def _array_split(name: str, images: np.ndarray, labels: np.ndarray) -> Split:
     """A `Split` over in-memory arrays; elements are already decoded."""
 
-    def make(shard_index: int, num_shards: int) -> tf.data.Dataset:
+    def make(shard_index: int, num_shards: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
         return ds.shard(num_shards, shard_index) if num_shards > 1 else ds
 
@@ -69,4 +69,5 @@ def _array_split(name: str, images: np.ndarray, labels: np.ndarray) -> Split:
         num_examples=len(labels),
         make=make,
         decode=lambda image, label: (image, tf.cast(label, tf.int32)),
+        small_elements=True,
     )

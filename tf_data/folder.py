@@ -216,11 +216,14 @@ def _file_split(name: str, paths: list[str], labels: list[int]) -> Split:
     paths = list(paths)
     labels_arr = np.asarray(labels, dtype=np.int32)
 
-    def make(shard_index: int, num_shards: int) -> tf.data.Dataset:
+    def make(shard_index: int, num_shards: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
         ds = tf.data.Dataset.from_tensor_slices((paths, labels_arr))
         return ds.shard(num_shards, shard_index) if num_shards > 1 else ds
 
     def decode(path, label):
         return decode_image(tf.io.read_file(path)), tf.cast(label, tf.int32)
 
-    return Split(name=name, num_examples=len(paths), make=make, decode=decode)
+    # Paths are small: the pipeline may shuffle the whole split each epoch,
+    # which matters because they are listed class by class.
+    return Split(name=name, num_examples=len(paths), make=make, decode=decode,
+                 small_elements=True)

@@ -56,7 +56,9 @@ class PipelineConfig:
             exactly when MixUp or CutMix is on.
         cache: "auto", True, False, or a file path prefix for `Dataset.cache`.
             Caches undecoded elements, before shuffling.
-        shuffle_buffer: Shuffle buffer size; None: min(split size, 10000).
+        shuffle_buffer: Shuffle buffer size; None: the whole split when its
+            undecoded elements are small (paths, tiny arrays), else
+            min(split size, 10000).
         repeat: Training only: repeat forever (use `steps_per_epoch` in fit).
     """
 
@@ -149,7 +151,7 @@ def build_dataset(
         check_batch_size(source, role, config.batch_size)
     seed = config.seed * 1_000_003 + shard_index  # different streams per shard
 
-    ds = split.make(shard_index, num_shards)
+    ds = split.make(shard_index, num_shards, shuffle_seed=seed if training else None)
     ds = _maybe_cache(ds, config.cache, split.num_examples)
     one_hot = source.num_classes if config.uses_one_hot else None
 
@@ -162,7 +164,10 @@ def build_dataset(
         ds = ds.batch(batch, drop_remainder=False)
         return _finish(ds, config, one_hot)
 
-    buffer = config.shuffle_buffer or min(split.num_examples, _DEFAULT_SHUFFLE_BUFFER)
+    buffer = config.shuffle_buffer or (
+        split.num_examples if split.small_elements
+        else min(split.num_examples, _DEFAULT_SHUFFLE_BUFFER)
+    )
     ds = ds.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
     if config.repeat:
         ds = ds.repeat()

@@ -18,8 +18,10 @@ import tensorflow as tf
 # The roles a pipeline asks for; every source provides all three.
 SPLIT_ROLES = ("train", "validation", "test")
 
-# (shard_index, num_shards) -> dataset of undecoded elements of that shard.
-MakeFn = Callable[[int, int], tf.data.Dataset]
+# (shard_index, num_shards, shuffle_seed=None) -> dataset of undecoded elements
+# of that shard; a seed asks for a seeded file-level shuffle where the source
+# has files (TFDS), else it is ignored.
+MakeFn = Callable[..., tf.data.Dataset]
 # undecoded element -> (image uint8 [H, W, 3], label int32 []).
 DecodeFn = Callable[[Any], tuple[tf.Tensor, tf.Tensor]]
 
@@ -32,13 +34,17 @@ class Split:
         name: Human-readable name, e.g. "train" or "train[:98%]".
         num_examples: Number of (readable) examples in the whole split.
         make: Builds the undecoded dataset of one shard, in a fixed order.
-        decode: Maps one undecoded element to `(image, label)`.
+        decode: Maps one undecoded element to `(image, label)`; applied as
+            `dataset.map(decode)` (tuple elements arrive as separate args).
+        small_elements: Elements are tiny (file paths, 8x8 arrays), so a
+            shuffle buffer can hold the whole split: a full reshuffle per epoch.
     """
 
     name: str
     num_examples: int
     make: MakeFn
     decode: DecodeFn
+    small_elements: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,12 +27,13 @@ def subset(source: Source, role: str, fraction: float, seed: int = 0) -> Source:
     keep[np.random.default_rng(seed).choice(split.num_examples, count, replace=False)] = True
     keep = tf.constant(keep)
 
-    def make(shard_index: int, num_shards: int) -> tf.data.Dataset:
-        # Select on the whole split's fixed order, then shard what is kept.
+    def make(shard_index: int, num_shards: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
+        # Select on the whole split's fixed order (so no file shuffling, whatever
+        # `shuffle_seed` asks), then shard what is kept.
         ds = split.make(0, 1).enumerate().filter(lambda i, element: keep[i])
         ds = ds.map(lambda i, element: element)
         return ds.shard(num_shards, shard_index) if num_shards > 1 else ds
 
     reduced = Split(name=f"{split.name}[{100 * fraction:g}% seed {seed}]", num_examples=count,
-                    make=make, decode=split.decode)
+                    make=make, decode=split.decode, small_elements=split.small_elements)
     return dataclasses.replace(source, splits={**source.splits, role: reduced})

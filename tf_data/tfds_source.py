@@ -170,13 +170,16 @@ def _tfds_split(builder: Any, role: str, split: str, image_key: str, label_key: 
 
     num_examples = _num_examples(builder, split)
 
-    def make(shard_index: int, num_shards: int) -> tf.data.Dataset:
+    def make(shard_index: int, num_shards: int, shuffle_seed: int | None = None) -> tf.data.Dataset:
         # even_splits reads only this shard's examples instead of skipping
         # through the whole split on every worker.
         shard = tfds.even_splits(split, n=num_shards)[shard_index] if num_shards > 1 else split
         ds = builder.as_dataset(
             split=shard,
-            shuffle_files=False,  # order is fixed; the pipeline shuffles with a seed
+            # Training: a seeded file order on top of the pipeline's shuffle
+            # buffer, which cannot hold a large split's encoded images.
+            shuffle_files=shuffle_seed is not None,
+            read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed),
             decoders={image_key: tfds.decode.SkipDecoding()},
         )
         return ds.map(lambda ex: {"image": ex[image_key], "label": ex[label_key]})
