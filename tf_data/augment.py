@@ -13,7 +13,7 @@ kept sequential in the pipeline: with a fixed seed the output is reproducible.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import tensorflow as tf
 
@@ -88,14 +88,3 @@ def make_mix(
         return tf.cond(coin < 0.5, lambda: run(layers[0], batch), lambda: run(layers[1], batch))
 
     return either
-
-
-def chain(transforms: Sequence[BatchTransform]) -> BatchTransform:
-    """Composes batch transforms left to right."""
-
-    def apply(batch: dict) -> dict:
-        for transform in transforms:
-            batch = transform(batch)
-        return batch
-
-    return apply

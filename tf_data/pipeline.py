@@ -197,22 +197,22 @@ def build_dataset(
         ds = ds.map(lambda image, label: (randaugment(image), label))
     ds = ds.batch(batch, drop_remainder=True)
 
-    transforms = []
     mix = augment.make_mix(config.mixup_alpha, config.cutmix_alpha, seed=seed)
-    if mix is not None:
-        transforms.append(mix)
-    transforms.extend(config.batch_transforms)
-    if transforms:
+    hooks = list(config.batch_transforms)
+    if mix is not None or hooks:
         if one_hot:
             ds = ds.map(lambda x, y: (x, tf.one_hot(y, one_hot, dtype=tf.float32)))
             one_hot = None  # done
         batch_seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, batch_seeds.batch(2, drop_remainder=True))
-        apply = augment.chain(transforms)
 
         def transform(batch_xy, pair):
-            out = apply({"images": batch_xy[0], "labels": batch_xy[1], "seed": pair})
-            return tf.cast(out["images"], tf.float32), out["labels"]
+            batch = {"images": batch_xy[0], "labels": batch_xy[1]}
+            if mix is not None:
+                batch = mix({**batch, "seed": pair})
+            for hook in hooks:  # user hooks see exactly {"images", "labels"}
+                batch = hook({"images": batch["images"], "labels": batch["labels"]})
+            return tf.cast(batch["images"], tf.float32), batch["labels"]
 
         ds = ds.map(transform)  # sequential, for reproducible layer states
     return _finish(ds, config, one_hot)
