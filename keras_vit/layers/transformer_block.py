@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.attention import MultiHeadDotProductAttention
+from keras_vit.layers.utils import dtype_config
 
 # The official LayerNorm epsilon (Keras defaults to 1e-3, PyTorch to 1e-5).
 LAYER_NORM_EPSILON = 1e-6
@@ -45,11 +46,11 @@ class MlpBlock(keras.layers.Layer):
         bias_init = keras.initializers.RandomNormal(stddev=1e-6)
         self.dense_0 = keras.layers.Dense(
             self.mlp_dim, kernel_initializer="glorot_uniform", bias_initializer=bias_init,
-            name="Dense_0",
+            dtype=self.dtype_policy, name="Dense_0",
         )
         self.dense_1 = keras.layers.Dense(
             input_shape[-1], kernel_initializer="glorot_uniform", bias_initializer=bias_init,
-            name="Dense_1",
+            dtype=self.dtype_policy, name="Dense_1",
         )
         self.dense_0.build(input_shape)
         self.dense_1.build(tuple(input_shape[:-1]) + (self.mlp_dim,))
@@ -71,6 +72,7 @@ class MlpBlock(keras.layers.Layer):
                 "mlp_dim": self.mlp_dim,
                 "dropout_rate": self.dropout_rate,
                 "gelu_approximate": self.gelu_approximate,
+                "dtype": dtype_config(self),
             }
         )
         return config
@@ -132,18 +134,23 @@ class TransformerBlock(keras.layers.Layer):
 
     def build(self, input_shape):
         eps = self.layer_norm_epsilon
-        self.layer_norm_0 = keras.layers.LayerNormalization(epsilon=eps, name="LayerNorm_0")
+        policy = self.dtype_policy
+        self.layer_norm_0 = keras.layers.LayerNormalization(
+            epsilon=eps, dtype=policy, name="LayerNorm_0")
         self.attention = MultiHeadDotProductAttention(
             self.num_heads,
             attention_dropout_rate=self.attention_dropout_rate,
             relative_position=self.relative_position,
+            dtype=policy,
             name="MultiHeadDotProductAttention_1",
         )
-        self.layer_norm_2 = keras.layers.LayerNormalization(epsilon=eps, name="LayerNorm_2")
+        self.layer_norm_2 = keras.layers.LayerNormalization(
+            epsilon=eps, dtype=policy, name="LayerNorm_2")
         self.mlp = MlpBlock(
             self.mlp_dim,
             dropout_rate=self.dropout_rate,
             gelu_approximate=self.gelu_approximate,
+            dtype=policy,
             name="MlpBlock_3",
         )
         for layer in (self.layer_norm_0, self.attention, self.layer_norm_2, self.mlp):
@@ -189,6 +196,7 @@ class TransformerBlock(keras.layers.Layer):
                 "stochastic_depth_rate": self.stochastic_depth_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "relative_position": self.relative_position,
+                "dtype": dtype_config(self),
             }
         )
         return config

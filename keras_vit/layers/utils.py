@@ -15,3 +15,26 @@ def to_pair(value, name):
         if v is not None and (not isinstance(v, int) or v <= 0):
             raise ValueError(f"`{name}` must hold positive ints, got {value!r}.")
     return pair
+
+
+def dtype_config(layer):
+    """`layer`'s dtype policy for its config, remembering quantized sublayers.
+
+    `model.quantize("int8")` changes the policy of the Dense layers nested inside our blocks,
+    which the blocks re-create in `build()`. To come back quantized from a `.keras` file, the
+    block's config carries a `DTypePolicyMap` of those sublayers' paths (KerasHub does the
+    same); the block passes its policy down when it builds them.
+    """
+    import keras
+
+    quantized = {
+        sub.path: sub.dtype_policy
+        for sub in layer._flatten_layers(include_self=False)
+        if sub.quantization_mode is not None
+    }
+    policy = layer.dtype_policy
+    if quantized:
+        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            policy = policy.default_policy
+        policy = keras.dtype_policies.DTypePolicyMap(default_policy=policy, policy_map=quantized)
+    return keras.dtype_policies.serialize(policy)
