@@ -17,6 +17,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from applications.config import write_json_atomic
 
@@ -24,14 +25,16 @@ STATE_FILE = "state.json"
 
 
 class CommittedBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose saves are atomic and which keeps the history.
+    """`BackupAndRestore` whose saves are atomic, fast, and keep the history.
 
-    State files in `backup_dir`: ``epoch-<n>.weights.h5`` (model and optimizer
-    variables after n completed epochs) and ``state.json`` =
-    ``{"epoch": n, "weights": "epoch-<n>.weights.h5", "history": [...]}``,
-    replaced atomically. An epoch whose loss is not finite is not committed.
-    The backup is kept after training so that `--resume` of a finished run
-    is a no-op.
+    State files in `backup_dir`: ``epoch-<n>.npz`` (every model variable,
+    then every optimizer variable -- step counter, moments -- in their fixed
+    order, after n completed epochs) and ``state.json`` =
+    ``{"epoch": n, "weights": "epoch-<n>.npz", "history": [...]}``, replaced
+    atomically. One `.npz` costs a few tens of milliseconds where Keras'
+    `.weights.h5` costs ~0.2 s, which matters for runs of many short epochs.
+    An epoch whose loss is not finite is not committed. The backup is kept
+    after training so that `--resume` of a finished run is a no-op.
 
     Args:
         backup_dir: Directory of the state files (used by nothing else).
@@ -46,6 +49,10 @@ class CommittedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self._epoch_started = None
         self.history: list[dict] = read_state(backup_dir).get("history", [])
 
+    def _variables(self) -> list:
+        optimizer = self.model.optimizer
+        return list(self.model.weights) + (list(optimizer.variables) if optimizer else [])
+
     # -- restore --------------------------------------------------------------
     def on_train_begin(self, logs=None):
         state = read_state(self.backup_dir)
@@ -55,7 +62,19 @@ class CommittedBackupAndRestore(keras.callbacks.BackupAndRestore):
             raise ValueError("Build the model before fit() to restore a backup.")
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
+        path = os.path.join(self.backup_dir, state["weights"])
+        with np.load(path) as archive:
+            arrays = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+        variables = self._variables()
+        shapes = [tuple(v.shape) for v in variables]
+        if [a.shape for a in arrays] != shapes:
+            raise ValueError(
+                f"The backup {path} does not fit this model and optimizer "
+                f"({len(arrays)} arrays vs {len(variables)} variables); was the run's "
+                "configuration changed? Start afresh without --resume."
+            )
+        for variable, array in zip(variables, arrays):
+            variable.assign(array)
         self.model._initial_epoch = state["epoch"]  # what BackupAndRestore does
         self.history = list(state.get("history", []))
         if self.log_csv:  # it may lag the commit by one epoch if killed in between
@@ -76,17 +95,21 @@ class CommittedBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _commit(self, completed: int, history: list[dict]) -> None:
         os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch-{completed}.weights.h5"
+        name = f"epoch-{completed}.npz"
         tmp = os.path.join(self.backup_dir, f"tmp-{os.getpid()}-{name}")
-        self.model.save_weights(tmp, overwrite=True)
-        _fsync_file(tmp)
+        arrays = [keras.ops.convert_to_numpy(v) for v in self._variables()]
+        with open(tmp, "wb") as f:
+            np.savez(f, *arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, os.path.join(self.backup_dir, name))
+        # The commit point: from here on the new epoch counts as completed.
         write_json_atomic(self._state_path, {"epoch": completed, "weights": name, "history": history})
         self.history = history
         if self.log_csv:
             write_history_csv(self.log_csv, history)
         # Only now is the previous epoch's file unreferenced.
-        for old in glob.glob(os.path.join(self.backup_dir, "*.weights.h5")):
+        for old in glob.glob(os.path.join(self.backup_dir, "*.npz")):
             if os.path.basename(old) != name:
                 os.remove(old)
 

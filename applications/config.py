@@ -68,6 +68,7 @@ class RunConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     # run
+    checkpoint_every: int = 1
     seed: int = 0
     mixed_precision: str | None = None
     verbose: Any = "auto"

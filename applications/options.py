@@ -114,6 +114,9 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--output", help="run directory (checkpoints, logs, metrics.json)")
     r.add_argument("--resume", action="store_true", default=argparse.SUPPRESS,
                    help="continue the interrupted run in --output from its last completed epoch")
+    r.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="also save the whole model to OUTPUT/checkpoint.keras every N epochs "
+                   "(1; the --resume state is committed after every epoch regardless)")
     r.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
     r.add_argument("--mixed-precision", nargs="?", const="auto", choices=MIXED_PRECISION,
                    help="compute in float16 (GPU) / bfloat16 (CPU); 'auto' picks")

@@ -74,7 +74,7 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
     callbacks = [
         nan_guard,  # first: a NaN batch stops before anything is saved
         backup,
-        cb.AtomicModelCheckpoint(os.path.join(output, CHECKPOINT_FILE)),
+        cb.AtomicModelCheckpoint(os.path.join(output, CHECKPOINT_FILE), every=config.checkpoint_every),
         cb.EpochEvents(os.path.join(output, EVENTS_FILE)),
     ]
     tensorboard = _tensorboard(os.path.join(output, "logs"), log)
