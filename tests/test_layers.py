@@ -97,7 +97,9 @@ def test_relative_attention_adds_offset_logits_before_softmax(rng):
     layer.build(x.shape)
     table = rng.standard_normal((2 * t - 1, 1, d)).astype("float32")
     layer.relative_embedding.assign(table)
-    _, probs = layer(x, return_attention_scores=True)
+    out, probs = layer(x, return_attention_scores=True)
+    # The fused path (PyTorch SDPA with the relative bias) computes the same output.
+    np.testing.assert_allclose(numpy(layer(x)), numpy(out), rtol=1e-5, atol=1e-6)
     q = (np.einsum("btd,dhk->bthk", x, numpy(layer.query_kernel)) + numpy(layer.query_bias))[0, :, 0]
     k = (np.einsum("btd,dhk->bthk", x, numpy(layer.key_kernel)) + numpy(layer.key_bias))[0, :, 0]
     q = q / np.sqrt(d)
