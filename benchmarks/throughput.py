@@ -63,6 +63,11 @@ def timed(step, warmup, steps):
 
 
 def keras_worker(args):
+    """keras-vit, KerasHub and the matmul ceiling on this backend, steps interleaved.
+
+    The contenders take turns, one step each, so a machine whose load changes during the run
+    slows them alike and the ratios stay fair.
+    """
     import numpy as np
 
     import keras
@@ -74,26 +79,22 @@ def keras_worker(args):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype("float32")
     y = rng.integers(0, 1000, args.batch_size)
-    results = {"backend": backend, "ceiling_gflops": matmul_ceiling(backend, arch, args)}
 
-    def measure(name, model):
+    def step_of(model):
         if args.workload == "train":
             model.compile(
                 optimizer=keras.optimizers.AdamW(1e-4, global_clipnorm=1.0),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
-            step = lambda: model.train_on_batch(x, y)
-        else:
-            step = lambda: model.predict_on_batch(x)
-        seconds, _ = timed(step, args.warmup, args.steps)
-        results[name] = args.batch_size / seconds
-        keras.backend.clear_session()
+            return lambda: model.train_on_batch(x, y)
+        return lambda: model.predict_on_batch(x)
 
+    steps = {"ceiling": matmul_step(backend)}
     if "keras_vit" in args.models:
         sys.path.insert(0, ROOT)
         import keras_vit
 
-        measure("keras_vit", keras_vit.ViT(
+        steps["keras_vit"] = step_of(keras_vit.ViT(
             image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
             num_layers=arch["layers"], num_heads=arch["heads"], mlp_dim=arch["mlp"],
             classifier_activation=None,
@@ -106,40 +107,54 @@ def keras_worker(args):
             num_layers=arch["layers"], num_heads=arch["heads"], hidden_dim=arch["hidden"],
             mlp_dim=arch["mlp"],
         )
-        measure("keras_hub", keras_hub.models.ViTImageClassifier(
+        steps["keras_hub"] = step_of(keras_hub.models.ViTImageClassifier(
             backbone=backbone, num_classes=1000, preprocessor=None, activation=None))
+    for step in steps.values():
+        for _ in range(args.warmup):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(args.steps):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    results = {"backend": backend}
+    for name, values in times.items():
+        seconds = statistics.median(values)
+        results[name] = MATMUL_FLOP / seconds / 1e9 if name == "ceiling" else args.batch_size / seconds
+    results["ceiling_gflops"] = results.pop("ceiling")
     print(json.dumps(results))
 
 
-def matmul_ceiling(backend, arch, args):
-    """GFLOP/s of one fp32 (T*batch x D) @ (D x 4D) and back, compiled like a model step."""
+# The ceiling: ViT-B/16's MLP at batch 8 (1576 tokens), 1576x768 @ 768x3072, then back.
+MATMUL_ROWS, MATMUL_D, MATMUL_M = 8 * (1 + (224 // 16) ** 2), 768, 3072
+MATMUL_FLOP = 2 * 2 * MATMUL_ROWS * MATMUL_D * MATMUL_M
+
+
+def matmul_step(backend):
+    """One fp32 (1576 x 768) @ (768 x 3072) and back, compiled like a model step."""
     import numpy as np
 
-    rows = 8 * (1 + (224 // 16) ** 2)  # ViT-B/16 at batch 8: 1576 tokens
-    d, m = 768, 3072
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((rows, d)).astype("float32")
-    w1 = rng.standard_normal((d, m)).astype("float32")
-    w2 = rng.standard_normal((m, d)).astype("float32")
+    a = rng.standard_normal((MATMUL_ROWS, MATMUL_D)).astype("float32")
+    w1 = rng.standard_normal((MATMUL_D, MATMUL_M)).astype("float32")
+    w2 = rng.standard_normal((MATMUL_M, MATMUL_D)).astype("float32")
     if backend == "jax":
         import jax
 
         f = jax.jit(lambda a, w1, w2: (a @ w1) @ w2)
         a, w1, w2 = (jax.device_put(t) for t in (a, w1, w2))
-        step = lambda: f(a, w1, w2).block_until_ready()
-    elif backend == "tensorflow":
+        return lambda: f(a, w1, w2).block_until_ready()
+    if backend == "tensorflow":
         import tensorflow as tf
 
         f = tf.function(lambda a, w1, w2: tf.matmul(tf.matmul(a, w1), w2), jit_compile=True)
         a, w1, w2 = (tf.constant(t) for t in (a, w1, w2))
-        step = lambda: f(a, w1, w2).numpy()
-    else:
-        import torch
+        return lambda: f(a, w1, w2).numpy()
+    import torch
 
-        a, w1, w2 = (torch.from_numpy(t) for t in (a, w1, w2))
-        step = lambda: (a @ w1) @ w2
-    seconds, _ = timed(step, 3, max(args.steps, 10))
-    return 2 * 2 * rows * d * m / seconds / 1e9
+    a, w1, w2 = (torch.from_numpy(t) for t in (a, w1, w2))
+    return lambda: (a @ w1) @ w2
 
 
 # --------------------------------------------------------------------------- HF worker
@@ -214,7 +229,8 @@ def main(argv=None):
     if args.worker == "hf":
         return hf_worker(args)
 
-    passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--json")]
+    passthrough = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
+                   if key not in ("json", "worker")]
     flops = forward_flops(ARCHS[args.variant], args.image_size) * (3 if args.workload == "train" else 1)
     rows = {}
     for backend in args.backends.split(","):

@@ -13,8 +13,10 @@ from keras_vit.layers import (
     TokenPooling,
     TransformerBlock,
 )
+from keras_vit import distribution
+from keras_vit.distribution import layout_map
 from keras_vit.masked_patch_prediction import MaskedPatchPrediction
-from keras_vit.model import ViT
+from keras_vit.model import ViT, VisionTransformer
 from keras_vit.preprocessing import preprocess_input
 from keras_vit.variants import (
     VARIANTS,

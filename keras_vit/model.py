@@ -22,6 +22,22 @@ from keras_vit.layers.utils import to_pair
 CLASSIFIERS = ("token", "gap")
 
 
+@keras.saving.register_keras_serializable(package="keras_vit")
+class VisionTransformer(keras.Model):
+    """The functional model that `ViT(...)` and the variants return.
+
+    A plain Keras functional model (same config, same `.keras` files) with one difference:
+    on TensorFlow, `jit_compile="auto"` means XLA also on CPUs, where Keras leaves XLA off
+    but it runs this model faster (benchmarks/RESULTS.md). Pass `jit_compile=False` to
+    `compile` (or set `model.jit_compile`) to opt out.
+    """
+
+    def _resolve_auto_jit_compile(self):
+        if keras.backend.backend() == "tensorflow":
+            return True  # every keras_vit layer is XLA-compatible
+        return super()._resolve_auto_jit_compile()
+
+
 def ViT(
     image_size=None,
     patch_size=16,
@@ -197,7 +213,7 @@ def ViT(
     elif pooling is not None:
         x = TokenPooling(pooling, name="pool")(x)
 
-    model = keras.Model(inputs, x, name=name)
+    model = VisionTransformer(inputs, x, name=name)
     if plan is not None:
         plan.load(model)
     return model
