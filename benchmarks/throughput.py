@@ -28,15 +28,16 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-# Architecture of each variant (kept here so the HF worker needs no Keras import).
-ARCHS = {
-    "ViTTi16": dict(patch=16, hidden=192, layers=12, heads=3, mlp=768),
-    "ViTS16": dict(patch=16, hidden=384, layers=12, heads=6, mlp=1536),
-    "ViTS32": dict(patch=32, hidden=384, layers=12, heads=6, mlp=1536),
-    "ViTB16": dict(patch=16, hidden=768, layers=12, heads=12, mlp=3072),
-    "ViTB32": dict(patch=32, hidden=768, layers=12, heads=12, mlp=3072),
-    "ViTL16": dict(patch=16, hidden=1024, layers=24, heads=16, mlp=4096),
-}
+sys.path.insert(0, ROOT)
+from keras_vit.variants import VARIANTS  # noqa: E402  (the architectures; imports Keras)
+
+BENCHMARKED = ("ViTTi16", "ViTS16", "ViTS32", "ViTB16", "ViTB32", "ViTL16")
+
+
+def arch_of(variant):
+    v = VARIANTS[variant]
+    return dict(patch=v["patch_size"], hidden=v["hidden_size"], layers=v["num_layers"],
+                heads=v["num_heads"], mlp=v["mlp_dim"])
 
 
 def forward_flops(arch, image_size, classes=1000, channels=3):
@@ -75,7 +76,7 @@ def keras_worker(args):
     backend = keras.backend.backend()
     if args.dtype != "float32":
         keras.mixed_precision.set_global_policy(f"mixed_{args.dtype}")
-    arch = ARCHS[args.variant]
+    arch = arch_of(args.variant)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype("float32")
     y = rng.integers(0, 1000, args.batch_size)
@@ -91,7 +92,6 @@ def keras_worker(args):
 
     steps = {"ceiling": matmul_step(backend)}
     if "keras_vit" in args.models:
-        sys.path.insert(0, ROOT)
         import keras_vit
 
         steps["keras_vit"] = step_of(keras_vit.ViT(
@@ -165,7 +165,7 @@ def hf_worker(args):
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
-    arch = ARCHS[args.variant]
+    arch = arch_of(args.variant)
     config = ViTConfig(
         image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
         num_hidden_layers=arch["layers"], num_attention_heads=arch["heads"],
@@ -212,7 +212,7 @@ def run_worker(kind, backend, argv):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", default="ViTB16", choices=sorted(ARCHS))
+    parser.add_argument("--variant", default="ViTB16", choices=BENCHMARKED)
     parser.add_argument("--workload", default="infer", choices=["infer", "train"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
@@ -231,7 +231,7 @@ def main(argv=None):
 
     passthrough = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
                    if key not in ("json", "worker")]
-    flops = forward_flops(ARCHS[args.variant], args.image_size) * (3 if args.workload == "train" else 1)
+    flops = forward_flops(arch_of(args.variant), args.image_size) * (3 if args.workload == "train" else 1)
     rows = {}
     for backend in args.backends.split(","):
         rows[backend] = run_worker("keras", backend, passthrough)
