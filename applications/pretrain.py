@@ -25,6 +25,7 @@ DIGITS_ARCH = dict(image_size=8, patch_size=2, hidden_size=64, num_layers=4, num
 
 
 def add_parser(subparsers):
+    from applications import options
     from keras_vit.masked_patch_prediction import TARGETS
 
     p = subparsers.add_parser("pretrain", help="self-supervised masked patch prediction",
@@ -32,13 +33,7 @@ def add_parser(subparsers):
     p.add_argument("--dataset", default="digits")
     p.add_argument("--data-dir")
     p.add_argument("--output", required=True)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--hidden-size", type=int)
-    p.add_argument("--num-layers", type=int)
-    p.add_argument("--num-heads", type=int)
-    p.add_argument("--mlp-dim", type=int)
-    p.add_argument("--classifier", choices=("token", "gap"), default="token")
+    options.add_model_options(p)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -50,13 +45,22 @@ def add_parser(subparsers):
 
 
 def architecture(args):
-    arch = dict(DIGITS_ARCH) if args.dataset == "digits" else dict(
-        image_size=32, patch_size=4, hidden_size=192, num_layers=6, num_heads=3, mlp_dim=768)
-    for key in arch:
+    """The backbone: --model's variant, else a small default, with the explicit overrides."""
+    from applications import config as config_lib
+    from applications.options import ARCH_KEYS
+    from keras_vit import VARIANTS
+
+    if getattr(args, "model", None):
+        arch = dict(VARIANTS[config_lib.canonical_variant(args.model)], image_size=224)
+    elif args.dataset == "digits":
+        arch = dict(DIGITS_ARCH)
+    else:
+        arch = dict(image_size=32, patch_size=4, hidden_size=192, num_layers=6, num_heads=3,
+                    mlp_dim=768)
+    for key in ARCH_KEYS:
         value = getattr(args, key, None)
         if value is not None:
             arch[key] = value
-    arch["classifier"] = args.classifier
     return arch
 
 
