@@ -36,6 +36,16 @@ def test_pretrain_saves_a_backbone_that_beats_the_marginal_baseline(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), backbone.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
+    # ... and `keras-vit finetune --init` starts a classifier from it.
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", "--dataset", "digits", "--init", str(out / "backbone.keras"),
+                 "--image-size", "8", "--epochs", "1", "--output", str(tuned), "--verbose", "0"]) == 0
+    classifier = keras.saving.load_model(tuned / "model.keras")
+    # One epoch of fine-tuning moves the pre-trained patch embedding only a little.
+    tuned_kernel = keras.ops.convert_to_numpy(classifier.get_layer("embedding").kernel).ravel()
+    start_kernel = keras.ops.convert_to_numpy(backbone.get_layer("embedding").kernel).ravel()
+    assert np.corrcoef(tuned_kernel, start_kernel)[0, 1] > 0.9
+    assert json.loads((tuned / "metrics.json").read_text())["test"]["accuracy"] > 0.1
 
 
 def test_ablation_settings_are_the_papers():
