@@ -118,8 +118,13 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
                    help="also save the whole model to OUTPUT/checkpoint.keras every N epochs "
                    "(1; the --resume state is committed after every epoch regardless)")
     r.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
-    r.add_argument("--mixed-precision", nargs="?", const="auto", choices=MIXED_PRECISION,
-                   help="compute in float16 (GPU) / bfloat16 (CPU); 'auto' picks")
+    precision = r.add_mutually_exclusive_group()
+    precision.add_argument("--mixed-precision", nargs="?", const="auto", choices=MIXED_PRECISION,
+                           help="compute in float16 (GPU) / bfloat16 (CPU); 'auto' picks")
+    precision.add_argument("--dtype", dest="mixed_precision", type=_dtype_policy,
+                           metavar="{float32,mixed_bfloat16,mixed_float16}",
+                           help="the Keras dtype policy, another spelling of --mixed-precision "
+                           "(LayerNorm statistics, softmax and the head stay float32)")
     r.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras progress output")
 
 
@@ -128,6 +133,17 @@ def add_saved_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="run directory written by train/finetune "
                    "(its model.keras and config.json are used)")
     p.add_argument("--model-path", help="a saved .keras model (default: OUTPUT/model.keras)")
+
+
+def _dtype_policy(text: str) -> str | None:
+    """--dtype float32 | mixed_bfloat16 | mixed_float16 (or bfloat16/float16) -> --mixed-precision."""
+    name = text.lower().removeprefix("mixed_")
+    if name == "float32":
+        return None
+    if name not in MIXED_PRECISION:
+        raise argparse.ArgumentTypeError(
+            f"expected float32, mixed_bfloat16 or mixed_float16; got {text!r}")
+    return name
 
 
 def _bool(text: str) -> bool:
