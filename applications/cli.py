@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         options.add_data_options(p)
         options.add_model_options(p)
         options.add_fit_options(p)
+        from applications import distributed  # noqa: PLC0415 (keeps --help light)
+
+        distributed.add_options(p)
         if name == "finetune":
             src = p.add_mutually_exclusive_group()
             src.add_argument("--weights", help="pretrained weights: an official .npz, a "
@@ -95,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from applications import config as config_lib
-    from applications import training
+    from applications import distributed, training
 
     explicit = {k: v for k, v in vars(args).items() if k != "command"}
     resume = explicit.pop("resume", False)
+    distribution = distributed.Options.pop_from(explicit)  # per process; not in config.json
     if resume:
         if "output" not in explicit:
             raise options.UsageError("--resume needs --output DIR of the run to continue.")
@@ -111,7 +115,7 @@ def _fit(args: argparse.Namespace) -> int:
         config = config_lib.resolve(args.command, explicit)
     _validate(config)
     training.check_not_usage(config)
-    return training.run(config, resume=resume)
+    return training.run(config, resume=resume, distribution=distribution)
 
 
 def _validate(config) -> None:

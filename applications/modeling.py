@@ -175,7 +175,10 @@ def create_training_objects(config, arch: dict, num_classes: int, plan: Training
     """
     model = build_model(config, arch, num_classes)
     loss, metrics = loss_and_metrics(num_classes, one_hot, config.label_smoothing)
-    model.compile(optimizer=make_optimizer(config, plan), loss=loss, metrics=metrics)
+    # Weighted metrics: identical without sample weights (training), and exact
+    # on the zero-weight padding that sharded evaluation (JAX) appends to the
+    # last batch, where plain `metrics` would count the padding.
+    model.compile(optimizer=make_optimizer(config, plan), loss=loss, weighted_metrics=metrics)
     return model
 
 

@@ -14,6 +14,7 @@ import tf_data
 from applications import callbacks as cb
 from applications import config as config_lib
 from applications import data as data_lib
+from applications import distributed
 from applications import modeling, reporting
 from applications.options import UsageError
 
@@ -24,26 +25,32 @@ EVENTS_FILE = "events.jsonl"
 LOG_CSV = "log.csv"
 
 
-def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
+def run(config: config_lib.RunConfig, resume: bool = False, log=print,
+        distribution: distributed.Options | None = None) -> int:
     """Trains (or fine-tunes) as `config` says; writes everything to config.output.
 
     Args:
         config: The resolved run configuration.
         resume: Continue from the last committed epoch in config.output.
         log: Where progress messages go.
+        distribution: --strategy and cluster flags (default: one device). Only
+            the chief process writes files; every process restores on --resume.
 
     Returns:
         Process exit code: 0 on success, `EXIT_NAN` when the loss diverged.
     """
     started = time.time()
+    dist = distributed.setup(distribution, log)  # first: before any computation
     output = config.output
     backup_dir = os.path.join(output, BACKUP_DIR)
     state = cb.read_state(backup_dir)
     if state and not resume:
         log(f"Starting afresh in {output}: removing the previous run's backup "
             "(use --resume to continue it instead).")
-        shutil.rmtree(backup_dir)
+        if dist.is_chief:
+            shutil.rmtree(backup_dir)
         state = {}
+    dist.barrier("backup-cleared")  # no process may restore a removed backup
     initial_epoch = state.get("epoch", 0)
     if resume:
         log(f"Resuming from {output}: {initial_epoch} epoch(s) already completed."
@@ -55,6 +62,7 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
     arch = config.architecture()
     image_size = modeling._pair(arch.get("image_size", 224))
     tf_data.check_batch_size(source, "train", config.batch_size)
+    dist.check_batch_size(config.batch_size)
 
     keras.utils.set_random_seed(config.seed)
     # A resumed run gets a different data order than the first epochs had.
@@ -62,15 +70,18 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
     plan = modeling.plan_training(
         config, tf_data.steps_per_epoch(source, "train", config.batch_size)
     )
-    model = modeling.create_training_objects(config, arch, source.num_classes, plan, data.one_hot)
-    config_lib.save(config, extra=_config_extras(config, arch, source, plan))
+    with dist.scope(arch):
+        model = modeling.create_training_objects(config, arch, source.num_classes, plan, data.one_hot)
+    if dist.is_chief:
+        config_lib.save(config, extra={**_config_extras(config, arch, source, plan),
+                                       "distribution": dist.describe()})
     log(f"Model {model.name}: {model.count_params():,} parameters, "
         f"{image_size[0]}x{image_size[1]} input; {plan.epochs} epochs x "
         f"{plan.steps_per_epoch} steps, batch {config.batch_size}, backend "
         f"{keras.backend.backend()}, dtype policy {policy}.")
 
     nan_guard = cb.StopOnNaN()
-    backup = cb.CommittedBackupAndRestore(backup_dir, log_csv=os.path.join(output, LOG_CSV))
+    backup = dist.backup(backup_dir, log_csv=os.path.join(output, LOG_CSV))
     callbacks = [
         nan_guard,  # first: a NaN batch stops before anything is saved
         backup,
@@ -80,10 +91,12 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
     tensorboard = _tensorboard(os.path.join(output, "logs"), log)
     if tensorboard is not None:
         callbacks.append(tensorboard)
-    train_ds = data.dataset("train", training=True)
-    val_ds = data.dataset("validation")
+    callbacks = dist.callbacks(callbacks)  # only the chief writes
+    train_ds = dist.train_input(data)
+    val_ds = dist.eval_input(data, "validation")
     fit_started = time.time()
-    model.fit(
+    dist.fit(
+        model,
         train_ds,
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
@@ -106,6 +119,7 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
         "image_size": list(image_size),
         "batch_size": config.batch_size,
         "dtype_policy": policy,
+        "distribution": dist.describe(),
         "epochs": len(history),
         "epochs_planned": plan.epochs,
         "steps_per_epoch": plan.steps_per_epoch,
@@ -123,8 +137,10 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
         metrics["status"] = "nan"
         metrics["nan_at"] = {"epoch": epoch, "batch": batch}
         metrics["wall_time_s"] = round(time.time() - started, 2)
-        reporting.write_metrics(output, metrics)
-        reporting.plot_curves(output, history, title=f"{model.name} on {config.dataset}")
+        if dist.is_chief:
+            reporting.write_metrics(output, metrics)
+            reporting.plot_curves(output, history, title=f"{model.name} on {config.dataset}")
+        dist.shutdown()
         where = (f"{os.path.join(output, CHECKPOINT_FILE)} holds the last finite state "
                  f"(epoch {len(history)})" if history else "no epoch completed before it")
         print(f"ERROR: the training loss became NaN/inf at epoch {epoch}, batch {batch}; "
@@ -132,14 +148,17 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print) -> int:
               "--clipnorm 1.0, or check the data.", file=sys.stderr)
         return EXIT_NAN
 
-    cb.save_model_atomic(model, modeling.saved_model_path(output))
+    if dist.is_chief:
+        cb.save_model_atomic(model, modeling.saved_model_path(output))
     if history:
         last = history[-1]
         metrics["train"] = {k: last[k] for k in ("loss", "accuracy", "top5_accuracy") if k in last}
     for role in ("validation", "test"):
-        result = model.evaluate(data.dataset(role), verbose=0, return_dict=True)
-        metrics[role] = {k: float(v) for k, v in result.items()}
+        metrics[role] = dist.evaluate(model, data, role)  # collective on some strategies
     metrics["wall_time_s"] = round(time.time() - started, 2)
+    dist.shutdown()
+    if not dist.is_chief:
+        return 0
     reporting.write_metrics(output, metrics)
     reporting.plot_curves(output, history, title=f"{model.name} on {config.dataset}")
     log(
