@@ -18,7 +18,7 @@ import pytest
 
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parent.parent
-EPOCHS = 15
+EPOCHS = 10
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--num-heads", "2", "--mlp-dim", "16",
         "--batch-size", "256", "--verbose", "0"]
 
