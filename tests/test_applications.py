@@ -218,3 +218,21 @@ def test_train_on_image_folder_with_steps_and_corrupt_file(tmp_path):
     assert metrics["epochs"] * metrics["steps_per_epoch"] >= 6
     assert metrics["epochs"] * metrics["steps_per_epoch"] < 6 + metrics["epochs"]
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0
+
+
+def test_resume_of_a_finished_run_trains_nothing(trained, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    before = json.loads((out / "metrics.json").read_text())
+    events_before = (out / "events.jsonl").read_text().count('"begin"')
+    capsys.readouterr()
+    assert run_cli("train", "--output", out, "--resume", "--lr", 0.5) == 0
+    captured = capsys.readouterr().out
+    assert "5 epoch(s) already completed" in captured
+    assert "ignoring: --lr 0.5" in captured  # a resumed run keeps its own recipe
+    after = json.loads((out / "metrics.json").read_text())
+    assert (out / "events.jsonl").read_text().count('"begin"') == events_before
+    assert after["epochs"] == 5 and after["history"] == before["history"]
+    assert after["test"]["accuracy"] == pytest.approx(before["test"]["accuracy"], abs=1e-6)
