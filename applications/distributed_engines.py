@@ -78,6 +78,7 @@ class Distributed:
         return [c for c in callbacks if not isinstance(c, writers)]
 
     def fit(self, model, train, **kwargs):
+        build_before_fit(model, train)
         return model.fit(train, **kwargs)
 
     def evaluate(self, model, data, role: str) -> dict:
@@ -89,6 +90,22 @@ class Distributed:
 
     def shutdown(self) -> None:
         """Leaves the distributed runtime (end of the program)."""
+
+
+def build_before_fit(model, dataset) -> None:
+    """Builds the compiled loss and metrics from the dataset's element spec.
+
+    Otherwise `model.fit` (JAX, torch) draws a batch from a first iterator of
+    the training dataset to build them, then trains on a second one. Both
+    share the pipeline's reshuffling seeds, which the first iterator's
+    background prefetch may advance into the next pass: the training order
+    would then depend on timing. Built beforehand, fit creates one iterator
+    and trains on the pipeline's first pass order, every time.
+    """
+    import tensorflow as tf
+
+    if isinstance(dataset, tf.data.Dataset):
+        model._symbolic_build(data_batch=dataset.element_spec)
 
 
 class WorkerBackup(cb.CommittedBackupAndRestore):
@@ -227,7 +244,8 @@ class TFStrategy(Distributed):
     def barrier(self, name: str = "barrier") -> None:
         import tensorflow as tf
 
-        self.strategy.reduce("SUM", self.strategy.run(lambda: tf.ones(())), axis=None)
+        if self.process_count > 1:  # an all-reduce over every worker
+            self.strategy.reduce("SUM", self.strategy.run(lambda: tf.ones(())), axis=None)
 
 
 def reduce_gradients_before_clipping(optimizer, strategy) -> None:
@@ -427,6 +445,7 @@ class JaxDistribution(Distributed):
         if validation_data is not None and factor != 1.0:
             callbacks.insert(0, _ScaleLog("val_loss", factor))
         with self.distribution.scope():
+            build_before_fit(model, train)
             return model.fit(train, validation_data=validation_data, callbacks=callbacks,
                              **kwargs)
 
@@ -563,6 +582,7 @@ class TorchDDP(Distributed):
         # Logged train metrics are each process's own; average them so that
         # every process sees (and stops on) the same numbers.
         callbacks = [_AverageLogs(self.torch_dist)] + list(callbacks)
+        build_before_fit(model, train)
         return model.fit(train, callbacks=callbacks, validation_data=validation_data, **kwargs)
 
     def evaluate(self, model, data, role: str) -> dict:

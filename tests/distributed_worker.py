@@ -11,14 +11,15 @@ training, to WEIGHTS.init.npz, so that a test can compare the processes of a
 job with each other and with a reference run. With --logical-cpus N
 (TensorFlow) the host CPU is first split into N logical devices.
 
-    python tests/distributed_worker.py WEIGHTS.npz --reference NUM_SHARDS -- train ARGS
+    python tests/distributed_worker.py WEIGHTS.npz --reference NUM_SHARDS [--resumed-at K] -- train ARGS
 
 instead trains in one process, on one device, what a job of NUM_SHARDS
 data-parallel processes trains on: at every step the concatenation of the
 NUM_SHARDS processes' batches (`tf_data.build_dataset(process_index=i,
 process_count=NUM_SHARDS)`), i.e. the same global batches, with the program's
-own `modeling.create_training_objects` and `model.fit`. Its per-epoch logs go
-to OUTPUT/reference.json.
+own `modeling.create_training_objects` and `model.fit`; with --resumed-at K as
+if interrupted after K epochs and resumed. Its per-epoch logs go to
+OUTPUT/reference.json.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def split_cpu(n: int) -> None:
         cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
 
-def run_cli(cli_args: list[str], weights: str | None = None, reference_shards: int = 0):
+def run_cli(cli_args: list[str], weights: str | None = None, reference_shards: int = 0,
+            resumed_at: int = 0):
     """Runs the program (or the reference) here; returns (exit code, model).
 
     Saves the model's variables as created (WEIGHTS.init.npz) and after
@@ -72,7 +74,7 @@ def run_cli(cli_args: list[str], weights: str | None = None, reference_shards: i
     modeling.create_training_objects = capture
     try:
         if reference_shards:
-            rc = reference(cli_args, reference_shards)
+            rc = reference(cli_args, reference_shards, resumed_at)
         else:
             from applications import cli
 
@@ -91,8 +93,14 @@ def _arrays(model):
     return [keras.ops.convert_to_numpy(v) for v in model.weights]
 
 
-def reference(cli_args, num_shards):
-    """One process, one device, on the global batches of a NUM_SHARDS-process job."""
+def reference(cli_args, num_shards, resumed_at=0):
+    """One process, one device, on the global batches of a NUM_SHARDS-process job.
+
+    With `resumed_at` K, mirrors a job interrupted after K committed epochs
+    and resumed: from epoch K on, the data pipeline is rebuilt with the seed
+    a resumed `training.run` uses (the model and optimizer carry on, as the
+    restored backup does).
+    """
     import keras
     import tensorflow as tf
 
@@ -101,6 +109,7 @@ def reference(cli_args, num_shards):
     from applications import config as config_lib
     from applications import data as data_lib
     from applications import distributed
+    from applications.distributed_engines import build_before_fit
 
     args = cli.build_parser().parse_args(cli_args)
     explicit = {k: v for k, v in vars(args).items() if k != "command"}
@@ -115,17 +124,31 @@ def reference(cli_args, num_shards):
     plan = modeling.plan_training(
         config, tf_data.steps_per_epoch(source, "train", config.batch_size))
     model = modeling.create_training_objects(config, arch, source.num_classes, plan, data.one_hot)
-    shards = tuple(
-        tf_data.build_dataset(source, "train", data.train_config, training=True,
-                              process_index=i, process_count=num_shards)
-        for i in range(num_shards))
-    train = tf.data.Dataset.zip(shards).map(
-        lambda *batches: tuple(tf.concat(parts, 0) for parts in zip(*batches)))
-    history = model.fit(train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
-                        verbose=0, shuffle=False)
+
+    def global_batches(data):
+        shards = tuple(
+            tf_data.build_dataset(source, "train", data.train_config, training=True,
+                                  process_index=i, process_count=num_shards)
+            for i in range(num_shards))
+        return tf.data.Dataset.zip(shards).map(
+            lambda *batches: tuple(tf.concat(parts, 0) for parts in zip(*batches)))
+
+    stages = [(0, resumed_at or plan.epochs, data)]
+    if resumed_at:
+        # training.run: "A resumed run gets a different data order".
+        stages.append((resumed_at, plan.epochs, data_lib.build_run_data(
+            config, source, image_size, config.seed + 7919 * resumed_at)))
+    logs = {}
+    for first, last, stage_data in stages:
+        train = global_batches(stage_data)
+        build_before_fit(model, train)  # as the program does: fit trains on the first pass
+        history = model.fit(train, initial_epoch=first, epochs=last,
+                            steps_per_epoch=plan.steps_per_epoch, verbose=0, shuffle=False)
+        for k, v in history.history.items():
+            logs.setdefault(k, []).extend(float(x) for x in v)
     os.makedirs(config.output, exist_ok=True)
     with open(os.path.join(config.output, "reference.json"), "w") as f:
-        json.dump({k: [float(x) for x in v] for k, v in history.history.items()}, f)
+        json.dump(logs, f)
     return 0
 
 
@@ -138,10 +161,11 @@ def main():
     parser.add_argument("weights")
     parser.add_argument("--logical-cpus", type=int, default=0)
     parser.add_argument("--reference", type=int, default=0)
+    parser.add_argument("--resumed-at", type=int, default=0)
     args = parser.parse_args(argv[:split])
     if args.logical_cpus:
         split_cpu(args.logical_cpus)
-    rc, _ = run_cli(argv[split + 1:], args.weights, args.reference)
+    rc, _ = run_cli(argv[split + 1:], args.weights, args.reference, args.resumed_at)
     return rc
 
 
