@@ -327,20 +327,15 @@ class JaxDistribution(Distributed):
 
         self.name = options.strategy
         o = self.options
-        env = os.environ
-        multi = (
-            (o.num_processes or 0) > 1
-            or o.job_addresses == "auto"
-            or int(env.get("KERAS_DISTRIBUTION_NUM_PROCESSES", "0") or 0) > 1
-            or int(env.get("JAX_NUM_PROCESSES", "0") or 0) > 1
-        )
-        if multi:
+        auto = o.job_addresses == "auto"
+        addresses, count, index = _jax_cluster(o)
+        if auto or count > 1:
             # CPU processes exchange through gloo (GPUs and TPUs use their own links).
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            if o.job_addresses == "auto":
-                jax.distributed.initialize()
+            if auto:
+                jax.distributed.initialize()  # Cloud TPU, SLURM, Open MPI
             else:
-                keras.distribution.initialize(o.job_addresses, o.num_processes, o.process_id)
+                keras.distribution.initialize(addresses, count, index)
         self.process_index = jax.process_index()
         self.process_count = jax.process_count()
         self.devices = jax.devices()
@@ -504,6 +499,27 @@ class _OutsideDistribution(keras.callbacks.Callback):
             keras.distribution.set_distribution(previous)
 
 
+def _jax_cluster(o: Options) -> tuple[str | None, int, int | None]:
+    """(coordinator address(es), process count, process id) from the flags or environment."""
+    env = os.environ
+    addresses = o.job_addresses or env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    listed = len([a for a in (addresses or "").split(",") if a.strip()])
+    count = o.num_processes
+    if count is None:
+        count = int(env.get("KERAS_DISTRIBUTION_NUM_PROCESSES") or (listed if listed > 1 else 1))
+    index = o.process_id
+    if index is None and env.get("KERAS_DISTRIBUTION_PROCESS_ID"):
+        index = int(env["KERAS_DISTRIBUTION_PROCESS_ID"])
+    if count > 1 and o.job_addresses != "auto":
+        if not addresses:
+            raise UsageError(f"{count} JAX processes need the coordinator: --job-addresses "
+                             "HOST:PORT of process 0 (or 'auto' on a TPU pod / SLURM).")
+        if index is None or not 0 <= index < count:
+            raise UsageError(f"Each of the {count} JAX processes needs its --process-id "
+                             f"in 0..{count - 1}.")
+    return addresses, count, index
+
+
 class _ScaleLog(keras.callbacks.Callback):
     """Multiplies one epoch log value, in place, before the later callbacks see it."""
 
@@ -539,6 +555,9 @@ class TorchDDP(Distributed):
         o = self.options
         env = os.environ
         world = o.num_processes if o.num_processes is not None else int(env.get("WORLD_SIZE", 1))
+        if world > 1 and o.process_id is None and "RANK" not in env:
+            raise UsageError(f"Each of the {world} ddp processes needs its --process-id in "
+                             f"0..{world - 1} (torchrun sets RANK).")
         rank = o.process_id if o.process_id is not None else int(env.get("RANK", 0))
         if o.job_addresses and o.job_addresses != "auto":
             init_method = "tcp://" + o.job_addresses.split(",")[0].strip()

@@ -129,6 +129,26 @@ def test_strategy_of_another_engine_is_a_usage_error(strategy, tmp_path, capsys)
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+MISSING_CLUSTER = {
+    "tensorflow": (["--strategy", "multi_worker"], "needs TF_CONFIG, or --job-addresses"),
+    "jax": (["--strategy", "data_parallel", "--num-processes", "2", "--process-id", "0"],
+            "need the coordinator: --job-addresses"),
+    "torch": (["--strategy", "ddp", "--num-processes", "2", "--job-addresses", "127.0.0.1:9"],
+              "needs its --process-id in 0..1"),
+}
+
+
+def test_incomplete_cluster_flags_are_usage_errors_not_hangs(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    for name in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_PROCESS_ID",
+                 "RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+    flags, message = MISSING_CLUSTER[BACKEND]
+    code = cli.main(["train", "--output", str(tmp_path / "run"), *flags, *TINY])
+    assert code == cli.EXIT_USAGE
+    assert message in capsys.readouterr().err
+
+
 def test_mesh_flags_without_model_parallel_are_rejected():
     with pytest.raises(UsageError, match="apply to --strategy model_parallel"):
         distributed.setup(distributed.Options("none", mesh_shape=(2, 2)))
