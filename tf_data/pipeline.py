@@ -16,6 +16,7 @@ Without a strategy, `process_index`/`process_count` shard across processes
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable, Sequence
 
 import tensorflow as tf
@@ -25,6 +26,10 @@ from tf_data.errors import DataError
 from tf_data.source import Source
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Static parallelism used when tf.data autotuning is off (the default, see
+# `PipelineConfig.autotune`).
+_PARALLEL_CALLS = max(1, min(os.cpu_count() or 1, 16))
+_PREFETCH_BATCHES = 2
 # "auto" caching keeps the undecoded elements (file paths, encoded bytes or
 # small arrays) of splits up to this size in memory.
 _AUTO_CACHE_MAX_EXAMPLES = 200_000
@@ -60,6 +65,12 @@ class PipelineConfig:
             undecoded elements are small (paths, tiny arrays), else
             min(split size, 10000).
         repeat: Training only: repeat forever (use `steps_per_epoch` in fit).
+        autotune: Let tf.data tune parallelism and prefetching. Off by
+            default: with TF 2.21, destroying an autotuned iterator waits for
+            the tuning thread's next wake-up, up to 60 s, which stalled the end
+            of every long `fit` (its training and validation iterators) by
+            that much. Off means one map call per CPU core and two prefetched
+            batches, ample for small images; turn it on for heavy decoding.
     """
 
     image_size: tuple[int, int]
@@ -77,6 +88,7 @@ class PipelineConfig:
     cache: bool | str = "auto"
     shuffle_buffer: int | None = None
     repeat: bool = True
+    autotune: bool = False
 
     def __post_init__(self):
         size = self.image_size
@@ -144,6 +156,7 @@ def build_dataset(
             the number of replicas/processes.
     """
     split = source.split(role)
+    parallel = AUTOTUNE if config.autotune else _PARALLEL_CALLS
     shard_index, num_shards, batch = _shard_and_batch(
         config.batch_size, input_context, process_index, process_count
     )
@@ -160,7 +173,7 @@ def build_dataset(
             image, label = split.decode(*element)
             return preprocess.resize(image, config.image_size), label
 
-        ds = ds.map(prepare_eval, num_parallel_calls=AUTOTUNE)
+        ds = ds.map(prepare_eval, num_parallel_calls=parallel)
         ds = ds.batch(batch, drop_remainder=False)
         return _finish(ds, config, one_hot)
 
@@ -190,7 +203,7 @@ def build_dataset(
             image = preprocess.random_flip(image, flip_seed)
         return image, label
 
-    ds = ds.map(prepare_train, num_parallel_calls=AUTOTUNE)
+    ds = ds.map(prepare_train, num_parallel_calls=parallel)
     if config.randaugment is not None:
         randaugment = augment.make_randaugment(*config.randaugment, seed=seed)
         # Sequential: the Keras layer's random state must advance in order.
@@ -295,7 +308,12 @@ def _finish(ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None) ->
             labels = tf.one_hot(labels, one_hot, dtype=tf.float32)
         return images, labels
 
-    return ds.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = config.autotune
+    if config.autotune:
+        return ds.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(options)
+    ds = ds.map(finish, num_parallel_calls=_PARALLEL_CALLS).prefetch(_PREFETCH_BATCHES)
+    return ds.with_options(options)
 
 
 def _pow2_below(n: int) -> int:
