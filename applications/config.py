@@ -61,6 +61,7 @@ class RunConfig:
     warmup_fraction: float = 0.1
     max_warmup_steps: int = 10_000
     label_smoothing: float = 0.0
+    ema: float = 0.0
     # augmentation
     crop_min_area: float = 0.05
     flip: bool | None = None

@@ -120,21 +120,16 @@ def make_optimizer(config, plan: TrainingPlan) -> keras.optimizers.Optimizer:
         decay=config.decay,
     )
     clip = config.clipnorm if config.clipnorm and config.clipnorm > 0 else None
+    common = dict(learning_rate=schedule, global_clipnorm=clip)
+    if getattr(config, "ema", 0.0):
+        # Weight averaging: fit() swaps the moving average in at the end.
+        common.update(use_ema=True, ema_momentum=config.ema)
     if config.optimizer == "sgd":
         if config.weight_decay:
-            return keras.optimizers.SGD(
-                learning_rate=schedule, momentum=config.momentum,
-                weight_decay=config.weight_decay, global_clipnorm=clip,
-            )
-        return keras.optimizers.SGD(
-            learning_rate=schedule, momentum=config.momentum, global_clipnorm=clip
-        )
+            common["weight_decay"] = config.weight_decay
+        return keras.optimizers.SGD(momentum=config.momentum, **common)
     return keras.optimizers.AdamW(
-        learning_rate=schedule,
-        weight_decay=config.weight_decay,
-        beta_1=config.beta_1,
-        beta_2=config.beta_2,
-        global_clipnorm=clip,
+        weight_decay=config.weight_decay, beta_1=config.beta_1, beta_2=config.beta_2, **common
     )
 
 

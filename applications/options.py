@@ -101,6 +101,9 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-steps", type=int, help="linear warmup steps "
                    "(default: 10%% of the run, at most 10k train / 500 finetune)")
     g.add_argument("--label-smoothing", type=float)
+    g.add_argument("--ema", type=float, metavar="MOMENTUM",
+                   help="keep an exponential moving average of the weights (e.g. 0.999) "
+                   "and use it as the final model; 0 = off")
 
     a = p.add_argument_group("augmentation")
     a.add_argument("--crop-min-area", type=float,

@@ -34,6 +34,7 @@ TRAIN = dict(
     mixup=0.0,
     cutmix=0.0,
     label_smoothing=0.0,
+    ema=0.0,
     include_preprocessing=True,
     seed=0,
 )
