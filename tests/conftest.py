@@ -11,6 +11,16 @@ import keras  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
+# Program-level tests whose logic does not depend on the backend (the orchestration of
+# `keras-vit ablate` and `pretrain`, a single process's --resume bookkeeping) run once, on the
+# backend that compiles tiny models fastest. Each engine's own training and resume paths are
+# tested on every backend elsewhere (test_applications, test_masked_patch_prediction,
+# test_distributed_multiprocess).
+ONCE_BACKEND = "torch"
+once = pytest.mark.skipif(
+    BACKEND != ONCE_BACKEND, reason=f"backend-independent program logic; runs once, on {ONCE_BACKEND}"
+)
+
 
 @pytest.fixture
 def rng():

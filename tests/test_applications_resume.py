@@ -16,6 +16,8 @@ from pathlib import Path
 import keras
 import pytest
 
+from conftest import once
+
 BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 10
@@ -32,6 +34,7 @@ def epochs_in_csv(path):
     return [int(line.split(",")[0]) for line in lines]
 
 
+@once
 @pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 def test_sigkill_then_resume_redoes_no_completed_epoch(tmp_path):
     out = tmp_path / "run"

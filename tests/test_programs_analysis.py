@@ -11,7 +11,7 @@ import keras
 
 import keras_vit
 from applications.cli import main
-from conftest import BACKEND
+from conftest import BACKEND, once
 
 
 def _digit_png(path, index=0):
@@ -22,6 +22,7 @@ def _digit_png(path, index=0):
     return str(path)
 
 
+@once
 def test_pretrain_saves_a_backbone_that_beats_the_marginal_baseline(tmp_path):
     out = tmp_path / "mpp"
     assert main(["pretrain", "--output", str(out), "--epochs", "12", "--lr", "3e-3", "--num-layers", "2",
@@ -62,6 +63,7 @@ def test_ablation_settings_are_the_papers():
     assert all(s.train_fraction == 0.1 for s in pretraining)
 
 
+@once
 def test_ablate_runs_end_to_end_and_writes_table_and_plot(tmp_path):
     # Each run builds and compiles a model: the smallest study, two seeds.
     seeds = 2
