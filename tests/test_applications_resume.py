@@ -13,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import pytest
 
-from conftest import once
+from conftest import BACKEND, once
 
-BACKEND = keras.backend.backend()
 ROOT = Path(__file__).resolve().parent.parent
 EPOCHS = 10
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--num-heads", "2", "--mlp-dim", "16",
