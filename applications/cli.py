@@ -123,6 +123,7 @@ def _validate(config) -> None:
     checks = [
         ("batch_size", config.batch_size >= 1, ">= 1"),
         ("checkpoint_every", config.checkpoint_every >= 1, ">= 1"),
+        ("steps_per_execution", config.steps_per_execution >= 1, ">= 1"),
         ("lr", config.lr > 0, "> 0"),
         ("weight_decay", config.weight_decay >= 0, ">= 0"),
         ("crop_min_area", 0 < config.crop_min_area <= 1, "in (0, 1]"),

@@ -70,6 +70,7 @@ class RunConfig:
     cutmix: float = 0.0
     # run
     checkpoint_every: int = 1
+    steps_per_execution: int = 1
     seed: int = 0
     mixed_precision: str | None = None
     verbose: Any = "auto"

@@ -51,6 +51,14 @@ def plan_training(config, steps_per_epoch: int) -> TrainingPlan:
         if epochs < 1:
             raise UsageError(f"--epochs must be positive, got {epochs}.")
         spe = steps_per_epoch
+    per_call = getattr(config, "steps_per_execution", 1)
+    if spe % per_call:
+        # Keras runs whole groups of steps on a repeated dataset: the epoch would overrun.
+        divisors = [d for d in range(1, spe + 1) if spe % d == 0]
+        raise UsageError(
+            f"--steps-per-execution {per_call} does not divide the {spe} steps of an epoch; "
+            f"use one of {', '.join(map(str, divisors))}."
+        )
     total = spe * epochs
     if config.warmup_steps is not None:
         warmup = min(max(config.warmup_steps, 0), total)
@@ -173,7 +181,8 @@ def create_training_objects(config, arch: dict, num_classes: int, plan: Training
     # Weighted metrics: identical without sample weights (training), and exact
     # on the zero-weight padding that sharded evaluation (JAX) appends to the
     # last batch, where plain `metrics` would count the padding.
-    model.compile(optimizer=make_optimizer(config, plan), loss=loss, weighted_metrics=metrics)
+    model.compile(optimizer=make_optimizer(config, plan), loss=loss, weighted_metrics=metrics,
+                  steps_per_execution=getattr(config, "steps_per_execution", 1))
     return model
 
 

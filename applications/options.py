@@ -120,6 +120,11 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="also save the whole model to OUTPUT/checkpoint.keras every N epochs "
                    "(1; the --resume state is committed after every epoch regardless)")
+    r.add_argument("--steps-per-execution", type=int, metavar="N",
+                   help="training steps run per call into the compiled function (Keras' "
+                   "steps_per_execution; 1; must divide the steps of an epoch). Larger values "
+                   "save the per-step dispatch cost of small models; batch-level callbacks "
+                   "then see every N-th batch")
     r.add_argument("--seed", type=int, help="seed of initialisation, shuffling and augmentation")
     precision = r.add_mutually_exclusive_group()
     precision.add_argument("--mixed-precision", nargs="?", const="auto", choices=MIXED_PRECISION,

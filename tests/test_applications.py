@@ -27,7 +27,7 @@ def run_cli(*args):
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "digits"
     rc = run_cli("train", "--dataset", "digits", "--output", out, "--epochs", 5, "--lr", 5e-3,
-                 "--crop-min-area", 1, "--seed", 1, *TINY)
+                 "--crop-min-area", 1, "--seed", 1, "--steps-per-execution", 19, *TINY)
     assert rc == 0
     return out
 
@@ -55,6 +55,10 @@ def test_train_writes_metrics_curves_checkpoints(trained):
     config = json.loads((trained / "config.json").read_text())
     assert config["optimizer"] == "adamw" and config["clipnorm"] == 1.0
     assert config["architecture"]["patch_size"] == 2 and config["num_classes"] == 10
+    # One compiled call per 19-step epoch, and not a step more or less.
+    assert config["steps_per_execution"] == 19 and metrics["steps_per_epoch"] == 19
+    saved = keras.saving.load_model(trained / "model.keras")
+    assert int(keras.ops.convert_to_numpy(saved.optimizer.iterations)) == 5 * 19
     assert not list(trained.glob(".tmp-*")) and not list((trained / "backup").glob("tmp-*"))
 
 
@@ -170,6 +174,9 @@ def test_finetune_from_official_npz_layout(trained, tmp_path):
         (["finetune", "--weights", "no/such.npz"], r"Weights .no/such.npz. not found"),
         (["finetune", "--weights", "imagenet21k"], r"registry name: pass --model too"),
         (["evaluate"], r"--output DIR"),
+        (["train", "--steps-per-execution", "0"], r"--steps-per-execution 0 is invalid; must be >= 1"),
+        (["train", "--steps-per-execution", "2"],
+         r"--steps-per-execution 2 does not divide the 19 steps of an epoch; use one of 1, 19"),
     ],
 )
 def test_bad_input_exits_2_with_valid_choices(args, message, capsys, tmp_path):
