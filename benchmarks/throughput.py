@@ -97,7 +97,7 @@ def keras_worker(args):
         steps["keras_vit"] = step_of(keras_vit.ViT(
             image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
             num_layers=arch["layers"], num_heads=arch["heads"], mlp_dim=arch["mlp"],
-            classifier_activation=None,
+            classifier_activation=None, gelu_approximate=args.gelu == "tanh",
         ))
     if "keras_hub" in args.models:
         import keras_hub
@@ -217,6 +217,10 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--gelu", default="erf", choices=["erf", "tanh"],
+                        help="keras-vit's MLP activation: 'erf' (exact GELU) is what KerasHub and HF "
+                        "compute, so the contenders do identical math; 'tanh' is the official "
+                        "checkpoints' approximation, keras-vit's default")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")
@@ -237,7 +241,8 @@ def main(argv=None):
         rows[backend] = run_worker("keras", backend, passthrough)
     hf = run_worker("hf", "torch", passthrough) if "hf_transformers" in args.models else {}
 
-    title = f"{args.variant} {args.workload}, batch {args.batch_size}, {args.image_size}px, {args.dtype}"
+    title = (f"{args.variant} {args.workload}, batch {args.batch_size}, {args.image_size}px, "
+             f"{args.dtype}, keras-vit GELU {args.gelu}")
     print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling)")
     print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling |")
     print("|---|---|---|---|---|---|---|")

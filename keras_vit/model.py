@@ -12,6 +12,7 @@ The constructor follows `keras.applications` (`include_top`, `weights`, `input_t
 import keras
 
 from keras_vit import checkpoint
+from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.patch_encoder import PatchEncoder, check_position_embedding
 from keras_vit.layers.patches import Patches, grid_size
 from keras_vit.layers.pooling import POOLINGS, TokenPooling
@@ -195,7 +196,7 @@ def ViT(
             relative_position=position_embedding == "relative",
             name=f"encoderblock_{i}",
         )(x)
-    x = keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+    x = LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
 
     if include_top:
         x = TokenPooling("token" if classifier == "token" else "avg", name="pool")(x)

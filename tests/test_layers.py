@@ -8,6 +8,7 @@ from keras import ops
 
 import keras_vit
 from keras_vit.layers import (
+    LayerNorm,
     MlpBlock,
     MultiHeadDotProductAttention,
     PatchEncoder,
@@ -138,6 +139,36 @@ def test_mlp_block_uses_the_chosen_gelu(approximate, rng):
     assert np.abs(y - (other @ w1 + b1)).max() > 1e-4  # the flavours are distinguishable
 
 
+def test_layer_norm_matches_float64_and_keras(rng):
+    # Tokens far from zero (mean 300, std 0.5), where a careless variance loses its digits.
+    x = (300.0 + 0.5 * rng.standard_normal((3, 7, 16))).astype("float32")
+    layer = LayerNorm(epsilon=1e-6)
+    layer.build(x.shape)
+    gamma = rng.standard_normal(16).astype("float32")
+    beta = rng.standard_normal(16).astype("float32")
+    layer.set_weights([gamma, beta])
+    x64 = x.astype("float64")
+    centred = x64 - x64.mean(-1, keepdims=True)
+    expected = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-6) * gamma + beta
+    np.testing.assert_allclose(numpy(layer(x)), expected, rtol=0, atol=1e-3)
+    # On well-centred data it is Keras' LayerNormalization, with the same weights.
+    z = rng.standard_normal((3, 7, 16)).astype("float32")
+    reference = keras.layers.LayerNormalization(epsilon=1e-6)
+    reference.build(z.shape)
+    reference.set_weights([gamma, beta])
+    np.testing.assert_allclose(numpy(layer(z)), numpy(reference(z)), rtol=1e-5, atol=1e-5)
+    assert [w.path.split("/")[-1] for w in layer.weights] == ["gamma", "beta"]
+
+
+def test_layer_norm_statistics_stay_float32_under_mixed_precision(rng):
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    layer = LayerNorm(epsilon=1e-6, dtype="mixed_bfloat16")
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    exact = LayerNorm(epsilon=1e-6)(x)
+    np.testing.assert_allclose(numpy(ops.cast(y, "float32")), numpy(exact), atol=3e-2)
+
+
 def test_stochastic_depth_drops_whole_branches_only_in_training():
     block = TransformerBlock(num_heads=2, mlp_dim=16, stochastic_depth_rate=0.25)
     branch = ops.ones((4000, 3, 8))
@@ -178,6 +209,7 @@ LAYERS = {
     "ResidualUnit": (lambda: ResidualUnit(32, strides=2), (2, 8, 8, 64)),
     "StdConv2D": (lambda: StdConv2D(4, 3, padding="same"), (2, 6, 6, 3)),
     "TokenPooling": (lambda: TokenPooling("max"), (2, 5, 8)),
+    "LayerNorm": (lambda: LayerNorm(epsilon=1e-6), (2, 5, 8)),
 }
 
 

@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.attention import MultiHeadDotProductAttention
+from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.utils import dtype_config
 
 # The official LayerNorm epsilon (Keras defaults to 1e-3, PyTorch to 1e-5).
@@ -135,7 +136,7 @@ class TransformerBlock(keras.layers.Layer):
     def build(self, input_shape):
         eps = self.layer_norm_epsilon
         policy = self.dtype_policy
-        self.layer_norm_0 = keras.layers.LayerNormalization(
+        self.layer_norm_0 = LayerNorm(
             epsilon=eps, dtype=policy, name="LayerNorm_0")
         self.attention = MultiHeadDotProductAttention(
             self.num_heads,
@@ -144,7 +145,7 @@ class TransformerBlock(keras.layers.Layer):
             dtype=policy,
             name="MultiHeadDotProductAttention_1",
         )
-        self.layer_norm_2 = keras.layers.LayerNormalization(
+        self.layer_norm_2 = LayerNorm(
             epsilon=eps, dtype=policy, name="LayerNorm_2")
         self.mlp = MlpBlock(
             self.mlp_dim,
