@@ -29,7 +29,8 @@ class LayerNorm(keras.layers.LayerNormalization):
     """
 
     def call(self, inputs):
-        last_axis = self.axis in (-1, len(inputs.shape) - 1)
+        axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]  # a list once built
+        last_axis = list(axes) in ([-1], [len(inputs.shape) - 1])
         if keras.backend.backend() == "torch" or self.rms_scaling or not last_axis:
             return super().call(inputs)
         # Statistics in float32 even under mixed precision, as Keras does.
