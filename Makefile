@@ -27,7 +27,8 @@ test: $(STAMP)
 	if [ -n "$$failed" ]; then echo "FAILED on:$$failed"; exit 1; fi; \
 	echo "all backends passed"
 
-test-%: $(STAMP)
+# A static pattern rule: make skips implicit-rule search for .PHONY targets.
+$(addprefix test-,$(BACKENDS)): test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest -q $(PYTEST_ARGS) tests
 
 # Trains a small ViT on the embedded digits data (no download): the digits preset plus MixUp and
