@@ -136,13 +136,6 @@ def _validate(config) -> None:
             raise options.UsageError(
                 f"--{name.replace('_', '-')} {getattr(config, name)!r} is invalid; must be {valid}."
             )
-    import keras
-
-    if config.steps_per_execution > 1 and keras.backend.backend() == "torch":
-        raise options.UsageError(
-            f"--steps-per-execution {config.steps_per_execution}: Keras runs one step per call on "
-            "the PyTorch backend; use 1 (the default) there."
-        )
 
 
 if __name__ == "__main__":

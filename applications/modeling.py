@@ -51,7 +51,12 @@ def plan_training(config, steps_per_epoch: int) -> TrainingPlan:
         if epochs < 1:
             raise UsageError(f"--epochs must be positive, got {epochs}.")
         spe = steps_per_epoch
-    per_call = getattr(config, "steps_per_execution", 1)
+    per_call = config.steps_per_execution
+    if per_call > 1 and keras.backend.backend() == "torch":
+        raise UsageError(
+            f"--steps-per-execution {per_call}: Keras runs one step per call on the PyTorch "
+            "backend; use 1 (the default) there."
+        )
     if spe % per_call:
         # Keras runs whole groups of steps on a repeated dataset: the epoch would overrun.
         divisors = [d for d in range(1, spe + 1) if spe % d == 0]
@@ -182,7 +187,7 @@ def create_training_objects(config, arch: dict, num_classes: int, plan: Training
     # on the zero-weight padding that sharded evaluation (JAX) appends to the
     # last batch, where plain `metrics` would count the padding.
     model.compile(optimizer=make_optimizer(config, plan), loss=loss, weighted_metrics=metrics,
-                  steps_per_execution=getattr(config, "steps_per_execution", 1))
+                  steps_per_execution=config.steps_per_execution)
     return model
 
 

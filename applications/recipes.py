@@ -63,8 +63,9 @@ FINETUNE = dict(
 # (96.7%), label smoothing 0.1 (96.1%), lr 2e-3 (95.8%), no crop (95.3%), crop
 # area 0.6 with stochastic depth (92.2%), 1-pixel pad-and-crop shifts (87-90%),
 # batch 32 (96.4%), mixup + EMA for 150 epochs (98.1%, but ~200 s).
-# A gentle crop (at least 80% of the area) replaces the 5% inception crop, which on 8x8 digits would crop the
-# digit away. No flips (the source says so): a mirrored digit is another digit.
+# A gentle crop (at least 80% of the area) replaces the 5% inception crop,
+# which on 8x8 digits would crop the digit away. No flips (the source says
+# so): a mirrored digit is another digit.
 DIGITS_DATA = dict(batch_size=64, crop_min_area=0.8)
 DIGITS_TRAIN = dict(
     DIGITS_DATA,

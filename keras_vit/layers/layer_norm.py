@@ -2,10 +2,10 @@
 
 The same weights (`gamma`, `beta`) and the same function as `keras.layers.LayerNormalization`,
 arranged as (x - mean) * rsqrt(var + eps) * gamma + beta (the official flax code's output form),
-with the variance taken from that centred x. Keras computes x * inv + (beta - mean * inv) with a second mean
-inside `var`; under XLA on CPUs that form's backward pass fuses into long chains that are
-recomputed for every transposed weight-gradient operand (JAX, ViT-S/16 train step at batch 16:
-gradient 11.9 -> 8.2 s; benchmarks/RESULTS.md). PyTorch keeps Keras' call, its fused native
+with the variance taken from that centred x. Keras computes x * inv + (beta - mean * inv) with a
+second mean inside `var`; under XLA on CPUs that form's backward pass fuses into long chains that
+are recomputed for every transposed weight-gradient operand (JAX, ViT-S/16 train step at batch
+16: gradient 11.9 -> 8.2 s; benchmarks/RESULTS.md). PyTorch keeps Keras' call, its fused native
 kernel.
 """
 
@@ -29,8 +29,7 @@ class LayerNorm(keras.layers.LayerNormalization):
     """
 
     def call(self, inputs):
-        axes = self.axis if isinstance(self.axis, (list, tuple)) else [self.axis]  # a list once built
-        last_axis = list(axes) in ([-1], [len(inputs.shape) - 1])
+        last_axis = list(self.axis) in ([-1], [len(inputs.shape) - 1])  # build() made it a list
         if keras.backend.backend() == "torch" or self.rms_scaling or not last_axis:
             return super().call(inputs)
         # Statistics in float32 even under mixed precision, as Keras does.
