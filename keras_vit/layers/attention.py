@@ -127,11 +127,15 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
         if self.fused_attention and not need_probs:
             # The backend's fused kernel (PyTorch SDPA, cuDNN/flash on GPUs), (B, T, H, D/H).
-            query, key, value = qkv[:, :, 0] * scale, qkv[:, :, 1], qkv[:, :, 2]
+            # `unstack`, not three slices: PyTorch's backward of a slice zero-fills a whole
+            # (B, T, 3, H, D/H) gradient per slice; unstack's is one stack. The kernel applies
+            # the 1/sqrt(D/H) scale itself, saving a pass over the queries.
+            query, key, value = ops.unstack(qkv, 3, axis=2)
             bias = None
             if self.relative_position:
-                bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)))
-            attended = ops.dot_product_attention(query, key, value, bias=bias, scale=1.0)
+                bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)) * scale)
+            attended = ops.dot_product_attention(
+                query, key, value, bias=bias, scale=1.0 / math.sqrt(self.head_dim))
             probs = None
         else:
             # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs.
