@@ -122,7 +122,8 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         return ops.take_along_axis(logits, index[None, None, :, :], axis=-1)
 
     def call(self, x, training=None, return_attention_scores=False):
-        scale = ops.cast(1.0 / math.sqrt(self.head_dim), x.dtype)
+        scale_value = 1.0 / math.sqrt(self.head_dim)
+        scale = ops.cast(scale_value, x.dtype)
         qkv = self._qkv(x)
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
         if self.fused_attention and not need_probs:
@@ -135,7 +136,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             if self.relative_position:
                 bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)) * scale)
             attended = ops.dot_product_attention(
-                query, key, value, bias=bias, scale=1.0 / math.sqrt(self.head_dim))
+                query, key, value, bias=bias, scale=scale_value)
             probs = None
         else:
             # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs.
