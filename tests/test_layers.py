@@ -8,6 +8,7 @@ from keras import ops
 
 import keras_vit
 from keras_vit.layers import (
+    Dense,
     LayerNorm,
     MlpBlock,
     MultiHeadDotProductAttention,
@@ -193,6 +194,41 @@ def test_std_conv_standardises_its_kernel(rng):
     np.testing.assert_allclose(y, numpy(reference(x)), rtol=1e-4, atol=1e-5)
 
 
+def test_affine_and_dense_match_numpy_on_any_rank(rng):
+    from keras_vit.layers.dense import affine
+
+    x = rng.standard_normal((2, 3, 5)).astype("float32")
+    w = rng.standard_normal((5, 4)).astype("float32")
+    b = rng.standard_normal(4).astype("float32")
+    expected = x.astype(np.float64) @ w + b
+    np.testing.assert_allclose(numpy(affine(x, w, b)), expected, rtol=1e-5, atol=1e-5)
+    # Our Dense (bias fused into the product) against Keras' Dense with the same weights.
+    ours, theirs = Dense(4, activation="gelu"), keras.layers.Dense(4, activation="gelu")
+    ours.build(x.shape)
+    theirs.build(x.shape)
+    for layer in (ours, theirs):
+        layer.kernel.assign(w)
+        layer.bias.assign(b)
+    np.testing.assert_allclose(numpy(ours(x)), numpy(theirs(x)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(numpy(ours(x[0])), numpy(theirs(x[0])), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_acts_only_in_training(rng):
+    x = rng.standard_normal((2, 50, 8)).astype("float32")
+    mlp = MlpBlock(16, dropout_rate=0.5)
+    no_dropout = MlpBlock(16)
+    no_dropout.build(x.shape)
+    mlp.build(x.shape)
+    for a, b in zip(no_dropout.weights, mlp.weights):
+        a.assign(b)
+    inference = numpy(mlp(x, training=False))
+    np.testing.assert_allclose(inference, numpy(no_dropout(x, training=True)), rtol=1e-6, atol=1e-6)
+    trained = numpy(mlp(x, training=True))
+    # Half the outputs are zeroed by the final dropout, the rest scaled; none left as they were.
+    assert 0.3 < np.mean(trained == 0) < 0.7
+    assert not np.allclose(trained, inference)
+
+
 def test_token_pooling():
     x = np.arange(2 * 3 * 4, dtype="float32").reshape(2, 3, 4)
     np.testing.assert_array_equal(numpy(TokenPooling("token")(x)), x[:, 0])
@@ -210,6 +246,7 @@ LAYERS = {
     "StdConv2D": (lambda: StdConv2D(4, 3, padding="same"), (2, 6, 6, 3)),
     "TokenPooling": (lambda: TokenPooling("max"), (2, 5, 8)),
     "LayerNorm": (lambda: LayerNorm(epsilon=1e-6), (2, 5, 8)),
+    "Dense": (lambda: Dense(3, activation="relu"), (2, 5, 8)),
 }
 
 

@@ -1,6 +1,7 @@
 """The paper's building blocks as Keras layers, one module per concept."""
 
 from keras_vit.layers.attention import MultiHeadDotProductAttention
+from keras_vit.layers.dense import Dense
 from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.patch_encoder import PatchEncoder
 from keras_vit.layers.patches import Patches

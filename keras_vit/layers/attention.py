@@ -13,6 +13,9 @@ import math
 import keras
 from keras import ops
 
+from keras_vit.layers.dense import affine
+from keras_vit.layers.utils import dropout
+
 
 def _fan_preserving_glorot(fan_in, fan_out, seed=None):
     """Xavier-uniform over the 2-D fans of a multi-axis kernel (the official init)."""
@@ -109,7 +112,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         kernel = ops.concatenate(
             [ops.reshape(getattr(self, f"{n}_kernel"), (d, d)) for n in names], axis=1)
         bias = ops.concatenate([ops.reshape(getattr(self, f"{n}_bias"), (d,)) for n in names])
-        qkv = ops.matmul(x, ops.cast(kernel, x.dtype)) + ops.cast(bias, x.dtype)
+        qkv = affine(x, ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype))
         return ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
 
     def _relative_bias(self, query):
@@ -121,16 +124,35 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         index = positions[:, None] - positions[None, :] + (t - 1)
         return ops.take_along_axis(logits, index[None, None, :, :], axis=-1)
 
+    def _torch_sdpa(self, qkv, scale, scale_value):
+        """PyTorch's scaled_dot_product_attention on strided (B, H, T, D/H) views of the fused
+        QKV product, returning (B, T, H, D/H).
+
+        Called directly rather than through `ops.dot_product_attention`, which on CPUs copies
+        queries, keys and values to contiguous tensors first (three copies per block, and three
+        more in the backward pass); the kernel reads the strided views as they are. `unbind`,
+        not three slices: the backward of a slice zero-fills a whole (3, B, H, T, D/H) gradient
+        per slice, unbind's is one stack. The kernel applies the 1/sqrt(D/H) scale itself.
+        """
+        import torch  # noqa: PLC0415 (the torch backend only)
+
+        query, key, value = torch.unbind(qkv.permute(2, 0, 3, 1, 4), 0)
+        bias = self._relative_bias(query * scale) if self.relative_position else None
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=bias, scale=scale_value)
+        return attended.transpose(1, 2)
+
     def call(self, x, training=None, return_attention_scores=False):
         scale_value = 1.0 / math.sqrt(self.head_dim)
         scale = ops.cast(scale_value, x.dtype)
         qkv = self._qkv(x)
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
-        if self.fused_attention and not need_probs:
-            # The backend's fused kernel (PyTorch SDPA, cuDNN/flash on GPUs), (B, T, H, D/H).
-            # `unstack`, not three slices: PyTorch's backward of a slice zero-fills a whole
-            # (B, T, 3, H, D/H) gradient per slice; unstack's is one stack. The kernel applies
-            # the 1/sqrt(D/H) scale itself, saving a pass over the queries.
+        if self.fused_attention and not need_probs and keras.backend.backend() == "torch":
+            attended = self._torch_sdpa(qkv, scale, scale_value)
+            probs = None
+        elif self.fused_attention and not need_probs:
+            # The backend's fused kernel (cuDNN/flash on GPUs), (B, T, H, D/H). `unstack`, not
+            # three slices; the kernel applies the 1/sqrt(D/H) scale itself.
             query, key, value = ops.unstack(qkv, 3, axis=2)
             bias = None
             if self.relative_position:
@@ -147,12 +169,12 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
                 logits = logits + self._relative_bias(query)
             # Softmax in float32 even under mixed precision.
             probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), x.dtype)
-            attended = ops.matmul(self.dropout(probs, training=training), value)
+            attended = ops.matmul(dropout(self.dropout, probs, training), value)
             attended = ops.transpose(attended, (0, 2, 1, 3))
         d = self.num_heads * self.head_dim
         attended = ops.reshape(attended, (-1, x.shape[1], d))
-        out = ops.matmul(attended, ops.cast(ops.reshape(self.out_kernel, (d, d)), x.dtype))
-        out = out + ops.cast(self.out_bias, x.dtype)
+        out = affine(attended, ops.cast(ops.reshape(self.out_kernel, (d, d)), x.dtype),
+                     ops.cast(self.out_bias, x.dtype))
         if return_attention_scores:
             return out, probs
         return out

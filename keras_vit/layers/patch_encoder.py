@@ -10,7 +10,8 @@ import math
 import keras
 from keras import ops
 
-from keras_vit.layers.utils import to_pair
+from keras_vit.layers.dense import affine
+from keras_vit.layers.utils import dropout, to_pair
 
 POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none")
 
@@ -127,7 +128,7 @@ class PatchEncoder(keras.layers.Layer):
         """x_p^i E: the linear projection of each flattened patch, (B, N, D)."""
         ph, pw, channels, d = self.kernel.shape
         kernel = ops.reshape(self.kernel, (ph * pw * channels, d))
-        return ops.matmul(patches, kernel) + self.bias
+        return affine(patches, kernel, self.bias)
 
     def add_class_token_and_positions(self, x, training=None):
         """The rest of Eq. 1 on projected patches: [x_class; ...] + E_pos, then dropout.
@@ -143,7 +144,7 @@ class PatchEncoder(keras.layers.Layer):
             x = x + ops.cast(self.pos_embedding, x.dtype)
         elif self.position_embedding == "learned_2d":
             x = x + ops.cast(self._pos_embedding_2d(), x.dtype)
-        return self.dropout(x, training=training)
+        return dropout(self.dropout, x, training)
 
     def _pos_embedding_2d(self):
         rows, cols = self.grid_size

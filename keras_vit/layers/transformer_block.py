@@ -11,8 +11,9 @@ import keras
 from keras import ops
 
 from keras_vit.layers.attention import MultiHeadDotProductAttention
+from keras_vit.layers.dense import Dense
 from keras_vit.layers.layer_norm import LayerNorm
-from keras_vit.layers.utils import dtype_config
+from keras_vit.layers.utils import dropout, dtype_config
 
 # The official LayerNorm epsilon (Keras defaults to 1e-3, PyTorch to 1e-5).
 LAYER_NORM_EPSILON = 1e-6
@@ -45,11 +46,11 @@ class MlpBlock(keras.layers.Layer):
     def build(self, input_shape):
         # Official init: Xavier-uniform kernels, tiny normal biases.
         bias_init = keras.initializers.RandomNormal(stddev=1e-6)
-        self.dense_0 = keras.layers.Dense(
+        self.dense_0 = Dense(
             self.mlp_dim, kernel_initializer="glorot_uniform", bias_initializer=bias_init,
             dtype=self.dtype_policy, name="Dense_0",
         )
-        self.dense_1 = keras.layers.Dense(
+        self.dense_1 = Dense(
             input_shape[-1], kernel_initializer="glorot_uniform", bias_initializer=bias_init,
             dtype=self.dtype_policy, name="Dense_1",
         )
@@ -60,8 +61,8 @@ class MlpBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         y = ops.gelu(self.dense_0(x), approximate=self.gelu_approximate)
-        y = self.dropout(y, training=training)
-        return self.dropout(self.dense_1(y), training=training)
+        y = dropout(self.dropout, y, training)
+        return dropout(self.dropout, self.dense_1(y), training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -174,7 +175,7 @@ class TransformerBlock(keras.layers.Layer):
             y, probs = self.attention(y, training=training, return_attention_scores=True)
         else:
             y = self.attention(y, training=training)
-        y = self.dropout(y, training=training)
+        y = dropout(self.dropout, y, training)
         x = x + self._drop_path(y, training)  # Eq. 2
         y = self.mlp(self.layer_norm_2(x), training=training)
         x = x + self._drop_path(y, training)  # Eq. 3
