@@ -73,6 +73,7 @@ def keras_worker(args):
 
     import keras
 
+    _host_memory(args)
     backend = keras.backend.backend()
     if args.dtype != "float32":
         keras.mixed_precision.set_global_policy(f"mixed_{args.dtype}")
@@ -157,6 +158,15 @@ def matmul_step(backend):
     return lambda: (a @ w1) @ w2
 
 
+def _host_memory(args):
+    """The same host-memory setting for every contender's process (keras_vit.host_memory)."""
+    if args.host_memory == "retain":
+        from keras_vit.host_memory import retain_freed_memory
+
+        if not retain_freed_memory():
+            raise SystemExit("--host-memory retain needs glibc")
+
+
 # --------------------------------------------------------------------------- HF worker
 
 
@@ -165,6 +175,7 @@ def hf_worker(args):
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
+    _host_memory(args)
     arch = arch_of(args.variant)
     config = ViTConfig(
         image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
@@ -221,6 +232,10 @@ def main(argv=None):
                         help="keras-vit's MLP activation: 'erf' (exact GELU) is what KerasHub and HF "
                         "compute, so the contenders do identical math; 'tanh' is the official "
                         "checkpoints' approximation, keras-vit's default")
+    parser.add_argument("--host-memory", default="default", choices=["default", "retain"],
+                        help="'retain': every contender's process keeps freed memory for reuse "
+                        "(keras_vit.host_memory.retain_freed_memory; what the keras-vit programs "
+                        "do on PyTorch); 'default': the C library's own policy")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")
@@ -242,7 +257,7 @@ def main(argv=None):
     hf = run_worker("hf", "torch", passthrough) if "hf_transformers" in args.models else {}
 
     title = (f"{args.variant} {args.workload}, batch {args.batch_size}, {args.image_size}px, "
-             f"{args.dtype}, keras-vit GELU {args.gelu}")
+             f"{args.dtype}, keras-vit GELU {args.gelu}, host memory {args.host_memory}")
     print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling)")
     print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling |")
     print("|---|---|---|---|---|---|---|")
