@@ -7,6 +7,8 @@ Sublayer names follow the official checkpoint (`LayerNorm_0`, `MultiHeadDotProdu
 `LayerNorm_2`, `MlpBlock_3` with `Dense_0`/`Dense_1`).
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -17,6 +19,18 @@ from keras_vit.layers.utils import dropout, dtype_config
 
 # The official LayerNorm epsilon (Keras defaults to 1e-3, PyTorch to 1e-5).
 LAYER_NORM_EPSILON = 1e-6
+
+
+def _gelu(x, approximate):
+    """GELU; the exact one as x/2 (1 + erf(x / sqrt 2)), the form PyTorch's kernel computes.
+
+    JAX and TensorFlow write the exact GELU as x/2 erfc(-x / sqrt 2), whose erfc XLA evaluates
+    more slowly than erf (JAX on CPU, (6304, 768): 5.9 vs 3.5 ms); the two forms differ by float
+    rounding (at most 6e-7 there). PyTorch keeps its fused kernel.
+    """
+    if approximate or keras.backend.backend() == "torch":
+        return ops.gelu(x, approximate=approximate)
+    return 0.5 * x * (1.0 + ops.erf(x * ops.cast(1.0 / math.sqrt(2.0), x.dtype)))
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -60,7 +74,7 @@ class MlpBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        y = ops.gelu(self.dense_0(x), approximate=self.gelu_approximate)
+        y = _gelu(self.dense_0(x), self.gelu_approximate)
         y = dropout(self.dropout, y, training)
         return dropout(self.dropout, self.dense_1(y), training)
 
