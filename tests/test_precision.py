@@ -13,6 +13,9 @@ SMALL = dict(image_size=32, patch_size=8, hidden_size=64, num_layers=2, num_head
 
 
 def _float32_model(rng):
+    # Seeded: the bf16 error depends on the random init (over 100 inits on PyTorch: mean 0.024,
+    # max 0.051), so an unseeded init made the 5e-2 bound fail about one run in a hundred.
+    keras.utils.set_random_seed(0)
     model = keras_vit.ViT(**SMALL)
     model.get_layer("head").kernel.assign(rng.standard_normal((64, 10)).astype("float32"))
     return model
@@ -48,7 +51,8 @@ def test_mixed_precision_keeps_head_in_float32_and_tracks_float32(name, toleranc
     images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     logits = model.predict(images, verbose=0)
     assert logits.dtype == np.float32
-    assert relative_error(logits, reference.predict(images, verbose=0)) < tolerance
+    error = relative_error(logits, reference.predict(images, verbose=0))
+    assert error < tolerance
     # The attention probabilities are computed in float32 and cast back: rows sum to 1.
     tokens = keras.ops.convert_to_tensor(np.zeros((1, 17, 64), half))
     _, probs = block(tokens, return_attention_scores=True)
