@@ -234,8 +234,8 @@ def main(argv=None):
                         "checkpoints' approximation, keras-vit's default")
     parser.add_argument("--host-memory", default="default", choices=["default", "retain"],
                         help="'retain': every contender's process keeps freed memory for reuse "
-                        "(keras_vit.host_memory.retain_freed_memory; what the keras-vit programs "
-                        "do on PyTorch); 'default': the C library's own policy")
+                        "(keras_vit.host_memory.retain_freed_memory, an opt-in for eager PyTorch "
+                        "inference); 'default': the C library's own policy")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")

@@ -51,8 +51,7 @@ def test_mixed_precision_keeps_head_in_float32_and_tracks_float32(name, toleranc
     images = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     logits = model.predict(images, verbose=0)
     assert logits.dtype == np.float32
-    error = relative_error(logits, reference.predict(images, verbose=0))
-    assert error < tolerance
+    assert relative_error(logits, reference.predict(images, verbose=0)) < tolerance
     # The attention probabilities are computed in float32 and cast back: rows sum to 1.
     tokens = keras.ops.convert_to_tensor(np.zeros((1, 17, 64), half))
     _, probs = block(tokens, return_attention_scores=True)

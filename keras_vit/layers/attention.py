@@ -139,7 +139,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         index = positions[:, None] - positions[None, :] + (t - 1)
         return ops.take_along_axis(logits, index[None, None, :, :], axis=-1)
 
-    def _torch_sdpa(self, qkv, scale, scale_value):
+    def _torch_sdpa(self, qkv, scale):
         """PyTorch's scaled_dot_product_attention on strided (B, H, T, D/H) views of the fused
         QKV product, returning (B, T, H, D/H).
 
@@ -154,7 +154,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         query, key, value = torch.unbind(qkv.permute(2, 0, 3, 1, 4), 0)
         bias = self._relative_bias(query * scale) if self.relative_position else None
         attended = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias, scale=scale_value)
+            query, key, value, attn_mask=bias, scale=scale)
         return attended.transpose(1, 2)
 
     def call(self, x, training=None, return_attention_scores=False):
@@ -162,19 +162,19 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         scale = ops.cast(scale_value, x.dtype)
         qkv = self._qkv(x)
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
-        if self.fused_attention and not need_probs and keras.backend.backend() == "torch":
-            attended = self._torch_sdpa(qkv, scale, scale_value)
+        if self.fused_attention and not need_probs:
             probs = None
-        elif self.fused_attention and not need_probs:
-            # The backend's fused kernel (cuDNN/flash on GPUs), (B, T, H, D/H). `unstack`, not
-            # three slices; the kernel applies the 1/sqrt(D/H) scale itself.
-            query, key, value = ops.unstack(qkv, 3, axis=2)
-            bias = None
-            if self.relative_position:
-                bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)) * scale)
-            attended = ops.dot_product_attention(
-                query, key, value, bias=bias, scale=scale_value)
-            probs = None
+            if keras.backend.backend() == "torch":
+                attended = self._torch_sdpa(qkv, scale_value)
+            else:
+                # The backend's fused kernel (cuDNN/flash on GPUs), (B, T, H, D/H). `unstack`,
+                # not three slices; the kernel applies the 1/sqrt(D/H) scale itself.
+                query, key, value = ops.unstack(qkv, 3, axis=2)
+                bias = None
+                if self.relative_position:
+                    bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)) * scale)
+                attended = ops.dot_product_attention(
+                    query, key, value, bias=bias, scale=scale_value)
         else:
             # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs.
             qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
