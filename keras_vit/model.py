@@ -65,6 +65,7 @@ def ViT(
     include_preprocessing=True,
     head=None,
     pos_embed_resample=None,
+    last_block_class_token_only=True,
     name="vit",
 ):
     """Builds a Vision Transformer.
@@ -122,6 +123,12 @@ def ViT(
             resolution: `"official"` (scipy zoom, order 1, as vit_jax) or `"bicubic"`
             (antialiased, as timm). Default (None): the weights' own (`"bicubic"` for timm
             files, else `"official"`).
+        last_block_class_token_only: when the model reads only the class token's final row
+            (`classifier="token"` with `include_top=True` or `pooling="token"`), the last block
+            computes only that row (`TransformerBlock(num_queries=1)`): the same outputs and
+            gradients, without the last block's work on the other T - 1 rows (about 1/L of the
+            encoder). Set False to keep every block's full (B, T, D) output in the graph, e.g.
+            to read the last block's tokens with `get_layer(...).output`.
         name: the model's name.
 
     Returns:
@@ -185,8 +192,11 @@ def ViT(
         dropout_rate=dropout_rate,
         name="embedding",
     )(x)
+    # Eq. 4 reads z_L^0 only, so the last block need not compute the other rows.
+    class_row_only = last_block_class_token_only and classifier == "token" and (
+        include_top or pooling == "token")
     for i in range(num_layers):
-        x = TransformerBlock(
+        block = TransformerBlock(
             num_heads,
             mlp_dim,
             dropout_rate=dropout_rate,
@@ -195,7 +205,8 @@ def ViT(
             stochastic_depth_rate=stochastic_depth_rate * i / max(num_layers - 1, 1),
             relative_position=position_embedding == "relative",
             name=f"encoderblock_{i}",
-        )(x)
+        )
+        x = block(x, num_queries=1 if class_row_only and i == num_layers - 1 else None)
     x = LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
 
     if include_top:

@@ -123,6 +123,40 @@ def test_transformer_block_is_pre_ln_with_residuals(rng):
     assert block.layer_norm_0.epsilon == 1e-6
 
 
+@pytest.mark.parametrize("relative_position", [False, True])
+def test_num_queries_computes_exactly_the_first_rows(relative_position, rng):
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    attention = MultiHeadDotProductAttention(num_heads=2, relative_position=relative_position)
+    block = TransformerBlock(num_heads=2, mlp_dim=16, relative_position=relative_position)
+    for layer in (attention, block):
+        layer.build(x.shape)
+        for weight in layer.weights:  # non-zero biases and tables, so every term shows
+            weight.assign(rng.standard_normal(weight.shape).astype("float32") * 0.5)
+        full, full_probs = layer(x, return_attention_scores=True)
+        out, probs = layer(x, return_attention_scores=True, num_queries=2)
+        assert tuple(out.shape) == (2, 2, 8) and tuple(probs.shape) == (2, 2, 2, 5)
+        np.testing.assert_allclose(numpy(out), numpy(full)[:, :2], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(numpy(probs), numpy(full_probs)[:, :, :2], rtol=1e-5, atol=1e-6)
+        # The path without probabilities (fused on PyTorch) agrees too.
+        np.testing.assert_allclose(numpy(layer(x, num_queries=1)), numpy(full)[:, :1], rtol=1e-5, atol=1e-5)
+        symbolic = layer(keras.Input((5, 8)), num_queries=1, return_attention_scores=True)
+        assert [tuple(t.shape) for t in symbolic] == [(None, 1, 8), (None, 2, 1, 5)]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="PyTorch's in-place GELU")
+def test_mlp_block_without_gradient_recording_matches_and_keeps_its_input(rng):
+    import torch
+
+    x = (3 * rng.standard_normal((2, 3, 8))).astype("float32")
+    for approximate in (True, False):
+        mlp = MlpBlock(16, gelu_approximate=approximate)
+        recorded = numpy(mlp(x))
+        tokens = torch.from_numpy(x.copy())
+        with torch.no_grad():
+            np.testing.assert_array_equal(numpy(mlp(tokens)), recorded)
+        np.testing.assert_array_equal(tokens.numpy(), x)
+
+
 @pytest.mark.parametrize("approximate", [True, False])
 def test_mlp_block_uses_the_chosen_gelu(approximate, rng):
     from scipy.special import erf

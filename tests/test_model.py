@@ -89,6 +89,49 @@ def test_pooling_token_equals_the_token_row(rng):
 
 
 @pytest.mark.parametrize(
+    "kwargs, last_rows",
+    [
+        (dict(), 1),
+        (dict(position_embedding="relative", representation_size=16), 1),
+        (dict(include_top=False, pooling="token"), 1),
+        (dict(include_top=False), 17),  # the token sequence is the output
+        (dict(include_top=False, pooling="avg"), 17),
+        (dict(classifier="gap"), 16),  # no class token: every row is averaged
+    ],
+)
+def test_last_block_computes_only_the_class_row_when_only_it_is_read(kwargs, last_rows, rng):
+    model = keras_vit.ViT(**SMALL, **kwargs, classifier_activation=None)
+    assert model.get_layer("encoderblock_1").output.shape == (None, last_rows, 32)
+    full = keras_vit.ViT(**SMALL, **kwargs, classifier_activation=None, last_block_class_token_only=False)
+    assert full.get_layer("encoderblock_1").output.shape[1] == 16 + (kwargs.get("classifier") != "gap")
+    weights = [rng.standard_normal(w.shape).astype("float32") * 0.3 for w in model.weights]
+    model.set_weights(weights)
+    full.set_weights(weights)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), full.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_last_block_shortcut_trains_like_the_full_block(rng):
+    models = [keras_vit.ViT(**SMALL, classes=5, classifier_activation=None, dropout_rate=0.0,
+                            last_block_class_token_only=flag) for flag in (True, False)]
+    weights = [rng.standard_normal(w.shape).astype("float32") * 0.3 for w in models[0].weights]
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 2, 3])
+    for model in models:
+        model.set_weights(weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.train_on_batch(x, y)
+    for fast, full in zip(*(m.get_weights() for m in models)):
+        np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-5)
+    # Every weight of the last block got a gradient, except the key bias, whose gradient is
+    # zero in exact arithmetic (it adds the same q.b to every logit of a query's row).
+    moved = {w.path: np.abs(keras.ops.convert_to_numpy(w) - start).max()
+             for w, start in zip(models[0].weights, weights)}
+    assert all(v > 0 for path, v in moved.items() if not path.endswith("key_bias")), moved
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         dict(),

@@ -54,6 +54,18 @@ def _softmax_then_values(logits, value):
     return attended / ops.cast(total, value.dtype)
 
 
+def token_output_spec(layer, x, return_attention_scores, num_queries):
+    """Symbolic outputs of a layer mapping tokens (B, T, D) to the first `num_queries` rows
+    (all T when None), with (B, H, Q, T) probabilities when asked for them."""
+    batch, tokens, width = x.shape
+    queries = tokens if num_queries is None else num_queries
+    out = keras.KerasTensor((batch, queries, width), dtype=layer.compute_dtype)
+    if not return_attention_scores:
+        return out
+    probs = keras.KerasTensor((batch, layer.num_heads, queries, tokens), dtype=layer.compute_dtype)
+    return out, probs
+
+
 @keras.saving.register_keras_serializable(package="keras_vit")
 class MultiHeadDotProductAttention(keras.layers.Layer):
     """Multi-head self-attention with the official checkpoint layout.
@@ -70,6 +82,10 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         x: tokens (B, T, D).
         training: whether dropout is active.
         return_attention_scores: also return the softmax probabilities (B, H, T, T).
+        num_queries: if set, only the first `num_queries` tokens ask queries (keys and values
+            still come from all T tokens): the output is (B, num_queries, D) and equals the
+            first rows of the full output, probabilities (B, H, num_queries, T). ViT uses 1 in
+            its last block when only the class token is read.
 
     Example:
 
@@ -131,15 +147,15 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         return ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
 
     def _relative_bias(self, query):
-        """Logits of the content query (B, H, T, D/H) against the offset embeddings, (B,H,T,T)."""
+        """Logits of the content queries (B, H, Q, D/H) (the first Q of the T tokens) against
+        the offset embeddings, (B, H, Q, T)."""
         t = self.num_tokens
         logits = ops.einsum("bhqk,rhk->bhqr", query, ops.cast(self.relative_embedding, query.dtype))
         # offset index for (query i, key j) is i - j + T - 1, in [0, 2T - 2].
-        positions = ops.arange(t)
-        index = positions[:, None] - positions[None, :] + (t - 1)
+        index = ops.arange(query.shape[2])[:, None] - ops.arange(t)[None, :] + (t - 1)
         return ops.take_along_axis(logits, index[None, None, :, :], axis=-1)
 
-    def _torch_sdpa(self, qkv, scale):
+    def _torch_sdpa(self, qkv, scale, num_queries):
         """PyTorch's scaled_dot_product_attention on strided (B, H, T, D/H) views of the fused
         QKV product, returning (B, T, H, D/H).
 
@@ -152,12 +168,14 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         import torch  # noqa: PLC0415 (the torch backend only)
 
         query, key, value = torch.unbind(qkv.permute(2, 0, 3, 1, 4), 0)
+        query = query[:, :, :num_queries]
         bias = self._relative_bias(query * scale) if self.relative_position else None
         attended = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=bias, scale=scale)
         return attended.transpose(1, 2)
 
-    def call(self, x, training=None, return_attention_scores=False):
+    def call(self, x, training=None, return_attention_scores=False, num_queries=None):
+        num_queries = x.shape[1] if num_queries is None else num_queries
         scale_value = 1.0 / math.sqrt(self.head_dim)
         scale = ops.cast(scale_value, x.dtype)
         qkv = self._qkv(x)
@@ -165,11 +183,12 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         if self.fused_attention and not need_probs:
             probs = None
             if keras.backend.backend() == "torch":
-                attended = self._torch_sdpa(qkv, scale_value)
+                attended = self._torch_sdpa(qkv, scale_value, num_queries)
             else:
                 # The backend's fused kernel (cuDNN/flash on GPUs), (B, T, H, D/H). `unstack`,
                 # not three slices; the kernel applies the 1/sqrt(D/H) scale itself.
                 query, key, value = ops.unstack(qkv, 3, axis=2)
+                query = query[:, :num_queries]
                 bias = None
                 if self.relative_position:
                     bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)) * scale)
@@ -178,7 +197,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         else:
             # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs.
             qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-            query, key, value = qkv[0] * scale, qkv[1], qkv[2]
+            query, key, value = qkv[0][:, :, :num_queries] * scale, qkv[1], qkv[2]
             logits = ops.matmul(query, ops.swapaxes(key, -1, -2))
             if self.relative_position:
                 logits = logits + self._relative_bias(query)
@@ -192,7 +211,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
                 probs = None
             attended = ops.transpose(attended, (0, 2, 1, 3))
         d = self.num_heads * self.head_dim
-        attended = ops.reshape(attended, (-1, x.shape[1], d))
+        attended = ops.reshape(attended, (-1, num_queries, d))
         out = affine(attended, ops.cast(ops.reshape(self.out_kernel, (d, d)), x.dtype),
                      ops.cast(self.out_bias, x.dtype))
         if return_attention_scores:
@@ -201,6 +220,10 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, x, training=None, return_attention_scores=False,
+                            num_queries=None):
+        return token_output_spec(self, x, return_attention_scores, num_queries)
 
     def get_config(self):
         config = super().get_config()

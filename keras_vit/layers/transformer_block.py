@@ -12,7 +12,7 @@ import math
 import keras
 from keras import ops
 
-from keras_vit.layers.attention import MultiHeadDotProductAttention
+from keras_vit.layers.attention import MultiHeadDotProductAttention, token_output_spec
 from keras_vit.layers.dense import Dense
 from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.utils import dropout, dtype_config
@@ -22,12 +22,20 @@ LAYER_NORM_EPSILON = 1e-6
 
 
 def _gelu(x, approximate):
-    """GELU; the exact one as x/2 (1 + erf(x / sqrt 2)), the form PyTorch's kernel computes.
+    """GELU of the MLP's fresh hidden activations `x` (nothing else may hold them).
 
-    JAX and TensorFlow write the exact GELU as x/2 erfc(-x / sqrt 2), whose erfc XLA evaluates
-    more slowly than erf (JAX on CPU, (6304, 768): 5.9 vs 3.5 ms); the two forms differ by float
-    rounding (at most 6e-7 there). PyTorch keeps its fused kernel.
+    The exact GELU as x/2 (1 + erf(x / sqrt 2)), the form PyTorch's kernel computes: JAX and
+    TensorFlow write it as x/2 erfc(-x / sqrt 2), whose erfc XLA evaluates more slowly than erf
+    (JAX on CPU, (6304, 768): 5.9 vs 3.5 ms); the two differ by float rounding (at most 6e-7
+    there). PyTorch keeps its fused kernel, in place when no gradient is recorded: the widest
+    activation of the model then needs no second buffer (eager PyTorch allocates, and on a CPU
+    often page-faults, a fresh one per call).
     """
+    if keras.backend.backend() == "torch":
+        import torch  # noqa: PLC0415 (the torch backend only)
+
+        if not torch.is_grad_enabled():
+            return torch.ops.aten.gelu_(x, approximate="tanh" if approximate else "none")
     if approximate or keras.backend.backend() == "torch":
         return ops.gelu(x, approximate=approximate)
     return 0.5 * x * (1.0 + ops.erf(x * ops.cast(1.0 / math.sqrt(2.0), x.dtype)))
@@ -115,6 +123,11 @@ class TransformerBlock(keras.layers.Layer):
         x: tokens (B, T, D).
         training: whether dropout and stochastic depth are active.
         return_attention_scores: also return the attention probabilities (B, H, T, T).
+        num_queries: if set, compute only the first `num_queries` output tokens, (B, Q, D):
+            the same numbers as the first rows of the full output (the attention still reads
+            keys and values from all T tokens; the MLP and residuals are row-wise), without
+            the work for the other rows. `ViT` passes 1 to its last block when only the class
+            token's row is read (Eq. 4), which saves nearly that block's whole cost.
 
     Example:
 
@@ -183,12 +196,15 @@ class TransformerBlock(keras.layers.Layer):
         mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator))
         return branch * ops.cast(mask / keep, branch.dtype)
 
-    def call(self, x, training=None, return_attention_scores=False):
+    def call(self, x, training=None, return_attention_scores=False, num_queries=None):
         y = self.layer_norm_0(x)
         if return_attention_scores:
-            y, probs = self.attention(y, training=training, return_attention_scores=True)
+            y, probs = self.attention(y, training=training, return_attention_scores=True,
+                                      num_queries=num_queries)
         else:
-            y = self.attention(y, training=training)
+            y = self.attention(y, training=training, num_queries=num_queries)
+        if num_queries is not None:
+            x = x[:, :num_queries]
         y = dropout(self.dropout, y, training)
         x = x + self._drop_path(y, training)  # Eq. 2
         y = self.mlp(self.layer_norm_2(x), training=training)
@@ -199,6 +215,10 @@ class TransformerBlock(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def compute_output_spec(self, x, training=None, return_attention_scores=False,
+                            num_queries=None):
+        return token_output_spec(self, x, return_attention_scores, num_queries)
 
     def get_config(self):
         config = super().get_config()
