@@ -5,6 +5,9 @@
     z_l = MLP(LN(z'_l)) + z'_l,         l = 1..L          Eq. 3   TransformerBlock
     y = LN(z_L^0)                                         Eq. 4   encoder_norm + TokenPooling
 
+Since Eq. 4 reads only the class token's row, a classifier's last block computes only that row
+(`last_block_class_token_only`; the other T - 1 rows would feed nothing).
+
 The constructor follows `keras.applications` (`include_top`, `weights`, `input_tensor`,
 `input_shape`, `pooling`, `classes`, `classifier_activation`, `include_preprocessing`).
 """
