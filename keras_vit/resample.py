@@ -66,7 +66,7 @@ def bicubic_resize(grid, size):
     Example:
 
     >>> import numpy as np
-    >>> bicubic_resize(np.ones((4, 4, 2)), (6, 3)).shape
+    >>> tuple(bicubic_resize(np.ones((4, 4, 2)), (6, 3)).shape)
     (6, 3, 2)
     >>> float(bicubic_resize(np.ones((4, 4, 1)), (7, 7)).max())  # weights sum to one
     1.0

@@ -9,7 +9,7 @@ Example:
 >>> images = np.random.uniform(0, 255, (2, 32, 32, 3))
 >>> attention = analysis.attention_maps(model, images)          # (layers, B, heads, T, T)
 >>> rows, cols, prefix, pixels = analysis.token_layout(model)
->>> analysis.mean_attention_distance(attention, rows, cols, pixels, prefix).shape
+>>> tuple(analysis.mean_attention_distance(attention, rows, cols, pixels, prefix).shape)
 (2, 4)
 """
 

@@ -90,7 +90,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> MultiHeadDotProductAttention(num_heads=2)(np.zeros((1, 5, 8), "float32")).shape
+    >>> tuple(MultiHeadDotProductAttention(num_heads=2)(np.zeros((1, 5, 8), "float32")).shape)
     (1, 5, 8)
     """
 

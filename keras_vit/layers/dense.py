@@ -25,10 +25,11 @@ def affine(x, kernel, bias):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> y = affine(np.ones((2, 3, 4), "float32"), np.ones((4, 5), "float32"),
     ...            np.arange(5, dtype="float32"))
-    >>> np.asarray(y)[0, 0].tolist()
+    >>> keras.ops.convert_to_numpy(y)[0, 0].tolist()
     [4.0, 5.0, 6.0, 7.0, 8.0]
     """
     if keras.backend.backend() != "torch":
@@ -51,7 +52,7 @@ class Dense(keras.layers.Dense):
     Example:
 
     >>> import numpy as np
-    >>> Dense(3, kernel_initializer="ones")(np.ones((1, 2), "float32")).shape
+    >>> tuple(Dense(3, kernel_initializer="ones")(np.ones((1, 2), "float32")).shape)
     (1, 3)
     """
 

@@ -22,9 +22,10 @@ class LayerNorm(keras.layers.LayerNormalization):
 
     Example:
 
+    >>> import keras
     >>> import numpy as np
     >>> y = LayerNorm(epsilon=1e-6)(np.array([[1.0, 2.0, 3.0]], "float32"))
-    >>> np.round(np.asarray(y), 4).tolist()
+    >>> np.round(keras.ops.convert_to_numpy(y).astype("float64"), 4).tolist()
     [[-1.2247, 0.0, 1.2247]]
     """
 

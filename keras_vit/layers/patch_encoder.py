@@ -48,7 +48,7 @@ class PatchEncoder(keras.layers.Layer):
 
     >>> import numpy as np
     >>> patches = np.zeros((2, 4, 12), "float32")   # 2x2 grid of 2x2x3 patches
-    >>> PatchEncoder(hidden_size=8, patch_size=2)(patches).shape
+    >>> tuple(PatchEncoder(hidden_size=8, patch_size=2)(patches).shape)
     (2, 5, 8)
     """
 

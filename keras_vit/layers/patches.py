@@ -25,7 +25,7 @@ class Patches(keras.layers.Layer):
 
     >>> import numpy as np
     >>> x = np.arange(2 * 4 * 4 * 3, dtype="float32").reshape(2, 4, 4, 3)
-    >>> Patches(2)(x).shape
+    >>> tuple(Patches(2)(x).shape)
     (2, 4, 12)
     """
 

@@ -24,7 +24,7 @@ class StdConv2D(keras.layers.Conv2D):
     Example:
 
     >>> import numpy as np
-    >>> StdConv2D(4, 3, padding="same", use_bias=False)(np.ones((1, 8, 8, 2), "float32")).shape
+    >>> tuple(StdConv2D(4, 3, padding="same", use_bias=False)(np.ones((1, 8, 8, 2), "float32")).shape)
     (1, 8, 8, 4)
     """
 
@@ -63,8 +63,8 @@ class ResidualUnit(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> ResidualUnit(8, strides=2)(np.ones((1, 8, 8, 32), "float32")).shape
-    (1, 4, 4, 32)
+    >>> tuple(ResidualUnit(32, strides=2)(np.ones((1, 8, 8, 64), "float32")).shape)
+    (1, 4, 4, 128)
     """
 
     def __init__(self, features, strides=1, **kwargs):

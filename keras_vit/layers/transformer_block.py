@@ -55,7 +55,7 @@ class MlpBlock(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
-    >>> MlpBlock(mlp_dim=16)(np.zeros((1, 3, 8), "float32")).shape
+    >>> tuple(MlpBlock(mlp_dim=16)(np.zeros((1, 3, 8), "float32")).shape)
     (1, 3, 8)
     """
 
@@ -134,7 +134,7 @@ class TransformerBlock(keras.layers.Layer):
     >>> import numpy as np
     >>> block = TransformerBlock(num_heads=2, mlp_dim=16)
     >>> y, probs = block(np.zeros((1, 5, 8), "float32"), return_attention_scores=True)
-    >>> y.shape, probs.shape
+    >>> tuple(y.shape), tuple(probs.shape)
     ((1, 5, 8), (1, 2, 5, 5))
     """
 
