@@ -2,6 +2,7 @@
 
 import doctest
 import importlib
+import pathlib
 import pkgutil
 
 import pytest
@@ -10,7 +11,7 @@ import keras_vit
 
 MODULES = sorted(
     name for _, name, _ in pkgutil.walk_packages(keras_vit.__path__, "keras_vit.")
-    if ">>>" in open(importlib.util.find_spec(name).origin, encoding="utf-8").read()
+    if ">>>" in pathlib.Path(importlib.util.find_spec(name).origin).read_text(encoding="utf-8")
 )
 
 

@@ -36,8 +36,9 @@ def _gelu(x, approximate):
 
         if not torch.is_grad_enabled():
             return torch.ops.aten.gelu_(x, approximate="tanh" if approximate else "none")
-    if approximate or keras.backend.backend() == "torch":
         return ops.gelu(x, approximate=approximate)
+    if approximate:
+        return ops.gelu(x, approximate=True)
     return 0.5 * x * (1.0 + ops.erf(x * ops.cast(1.0 / math.sqrt(2.0), x.dtype)))
 
 
