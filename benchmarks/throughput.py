@@ -5,15 +5,26 @@ For each backend (each in its own process, since Keras reads KERAS_BACKEND once)
 - KerasHub's ViT (`keras_hub.models.ViTImageClassifier`) with identical shapes, the same way;
 - the matrix-product ceiling: one fp32 matmul of ViT-B/16's MLP shapes (T*8 x D by D x 4D and
   back), compiled the way the backend compiles a model step;
-and, once, HF transformers' `ViTForImageClassification` in PyTorch (eager, its default SDPA
-attention). Every figure is the median over repeated steps after warm-up. Ratios are against
-peers measured in the same run on the same machine.
+and, once, HF transformers' `ViTForImageClassification` in PyTorch (eager, SDPA attention).
+Every figure is the median over repeated steps after warm-up. Ratios are against peers measured
+in the same run on the same machine.
+
+On a GPU every contender runs there (Keras places the models itself; HF is moved to CUDA), with
+device-resident inputs, `--dtype bfloat16` as mixed precision for all of them (Keras'
+`mixed_bfloat16` policy; `torch.autocast` for HF, float32 weights in both), and the table adds
+each contender's model FLOP utilisation (MFU): the full model's FLOPs per second over the
+device's peak dense throughput for the compute dtype (data-sheet figures in `PEAK_TFLOPS`, or
+`--peak-tflops`). The MFU numerator is the same architectural FLOP count for every contender,
+so MFU ratios equal throughput ratios.
 
 Usage (the `bench` extra installs the peers):
 
     python benchmarks/throughput.py --variant ViTB16 --batch-size 8 --workload infer
     python benchmarks/throughput.py --variant ViTS16 --batch-size 16 --workload train \
         --backends jax,tensorflow,torch --json results.json
+    # on a GPU:
+    python benchmarks/throughput.py --variant ViTB16 --batch-size 256 --workload train \
+        --dtype bfloat16 --backends jax,torch --models keras_vit,hf_transformers
 """
 
 import argparse
@@ -58,6 +69,36 @@ def forward_flops(arch, image_size, classes=1000, channels=3, last_block_rows=No
     return 2 * n * p * p * channels * d + (layers - 1) * block(t) + last + 2 * d * classes
 
 
+# Peak dense matrix throughput in TFLOP/s (vendor data sheets, without sparsity) by compute
+# dtype; the first entry whose name occurs in the device's name applies (so "H100 PCIe" before
+# "H100"). float32 is the CUDA-core figure: TF32 tensor cores may run float32 products faster
+# where a framework enables them (JAX does on Ampere and newer), so pass --peak-tflops then.
+PEAK_TFLOPS = (
+    ("H200", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}),
+    ("H100 PCIe", {"bfloat16": 756.0, "float16": 756.0, "float32": 51.2}),
+    ("H100", {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}),
+    ("A100", {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
+    ("L40S", {"bfloat16": 362.1, "float16": 362.1, "float32": 91.6}),
+    ("L4", {"bfloat16": 121.0, "float16": 121.0, "float32": 30.3}),
+    ("A10", {"bfloat16": 125.0, "float16": 125.0, "float32": 31.2}),
+)
+
+
+def peak_tflops(device_name, dtype):
+    """The data-sheet peak for `dtype` on the device called `device_name`, or None."""
+    for name, peaks in PEAK_TFLOPS:
+        if name.lower() in (device_name or "").lower():
+            return peaks.get(dtype)
+    return None
+
+
+def mfu(images_per_second, model_flops_per_image, peak):
+    """Model FLOP utilisation: the model's FLOP/s over the device's peak (TFLOP/s)."""
+    if not images_per_second or not peak:
+        return None
+    return images_per_second * model_flops_per_image / (peak * 1e12)
+
+
 def timed(step, warmup, steps):
     for _ in range(warmup):
         step()
@@ -84,12 +125,15 @@ def keras_worker(args):
 
     _host_memory(args)
     backend = keras.backend.backend()
+    device = keras_device_name(backend)
     if args.dtype != "float32":
         keras.mixed_precision.set_global_policy(f"mixed_{args.dtype}")
     arch = arch_of(args.variant)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch_size, args.image_size, args.image_size, 3)).astype("float32")
-    y = rng.integers(0, 1000, args.batch_size)
+    y = rng.integers(0, 1000, args.batch_size).astype("int32")
+    # Inputs already on the device, as HF's are: the steps time the models, not a host copy.
+    x, y = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(y)
 
     def step_of(model):
         if args.workload == "train":
@@ -100,7 +144,9 @@ def keras_worker(args):
             return lambda: model.train_on_batch(x, y)
         return lambda: model.predict_on_batch(x)
 
-    steps = {"ceiling": matmul_step(backend)}
+    ceiling_rows = MATMUL_ROWS * (1 if device == "cpu" else ACCELERATOR_ROWS_FACTOR)
+    ceiling_dtype = "float32" if args.dtype == "float32" else args.dtype
+    steps = {"ceiling": matmul_step(backend, ceiling_rows, ceiling_dtype)}
     if "keras_vit" in args.models:
         import keras_vit
 
@@ -129,43 +175,79 @@ def keras_worker(args):
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    results = {"backend": backend}
+    results = {"backend": backend, "device": device}
     for name, values in times.items():
         seconds = statistics.median(values)
-        results[name] = MATMUL_FLOP / seconds / 1e9 if name == "ceiling" else args.batch_size / seconds
-    results["ceiling_gflops"] = results.pop("ceiling")
+        if name == "ceiling":
+            results["ceiling_gflops"] = matmul_flop(ceiling_rows) / seconds / 1e9
+        else:
+            results[name] = args.batch_size / seconds
     print(json.dumps(results))
 
 
-# The ceiling: ViT-B/16's MLP at batch 8 (1576 tokens), 1576x768 @ 768x3072, then back.
+# The ceiling: ViT-B/16's MLP at batch 8 (1576 tokens), 1576x768 @ 768x3072, then back; on an
+# accelerator at 16x the rows (batch 128), which a CPU-sized product would leave mostly idle.
 MATMUL_ROWS, MATMUL_D, MATMUL_M = 8 * (1 + (224 // 16) ** 2), 768, 3072
-MATMUL_FLOP = 2 * 2 * MATMUL_ROWS * MATMUL_D * MATMUL_M
+ACCELERATOR_ROWS_FACTOR = 16
 
 
-def matmul_step(backend):
-    """One fp32 (1576 x 768) @ (768 x 3072) and back, compiled like a model step."""
+def matmul_flop(rows):
+    return 2 * 2 * rows * MATMUL_D * MATMUL_M
+
+
+def keras_device_name(backend):
+    """'cpu', or the name of the accelerator that `backend` computes on."""
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return "cpu" if device.platform == "cpu" else device.device_kind
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return "cpu"
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def matmul_step(backend, rows=MATMUL_ROWS, dtype="float32"):
+    """One (rows x 768) @ (768 x 3072) and back in `dtype`, compiled like a model step, on the
+    backend's default device; returns when the result is ready."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((MATMUL_ROWS, MATMUL_D)).astype("float32")
+    a = rng.standard_normal((rows, MATMUL_D)).astype("float32")
     w1 = rng.standard_normal((MATMUL_D, MATMUL_M)).astype("float32")
     w2 = rng.standard_normal((MATMUL_M, MATMUL_D)).astype("float32")
     if backend == "jax":
         import jax
+        import jax.numpy as jnp
 
         f = jax.jit(lambda a, w1, w2: (a @ w1) @ w2)
-        a, w1, w2 = (jax.device_put(t) for t in (a, w1, w2))
+        a, w1, w2 = (jax.device_put(jnp.asarray(t, dtype)) for t in (a, w1, w2))
         return lambda: f(a, w1, w2).block_until_ready()
     if backend == "tensorflow":
         import tensorflow as tf
 
         f = tf.function(lambda a, w1, w2: tf.matmul(tf.matmul(a, w1), w2), jit_compile=True)
-        a, w1, w2 = (tf.constant(t) for t in (a, w1, w2))
-        return lambda: f(a, w1, w2).numpy()
+        a, w1, w2 = (tf.cast(tf.constant(t), dtype) for t in (a, w1, w2))
+        return lambda: f(a, w1, w2)[0, 0].numpy()  # one element back: waits, copies nothing
     import torch
 
-    a, w1, w2 = (torch.from_numpy(t) for t in (a, w1, w2))
-    return lambda: (a @ w1) @ w2
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, w1, w2 = (torch.from_numpy(t).to(device, getattr(torch, dtype)) for t in (a, w1, w2))
+
+    def step():
+        out = (a @ w1) @ w2
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return step
 
 
 def _host_memory(args):
@@ -190,32 +272,49 @@ def hf_worker(args):
     config = ViTConfig(
         image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
         num_hidden_layers=arch["layers"], num_attention_heads=arch["heads"],
-        intermediate_size=arch["mlp"], num_labels=1000,
+        intermediate_size=arch["mlp"], num_labels=1000, attn_implementation="sdpa",
     )
-    model = ViTForImageClassification(config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = ViTForImageClassification(config).to(device)
     rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size)).astype("float32"))
-    y = torch.from_numpy(rng.integers(0, 1000, args.batch_size))
+    x = torch.from_numpy(rng.standard_normal((args.batch_size, 3, args.image_size, args.image_size)).astype("float32")).to(device)
+    y = torch.from_numpy(rng.integers(0, 1000, args.batch_size)).to(device)
+    # Mixed precision as Keras' mixed_<dtype> policy: float32 weights, products in <dtype>.
+    mixed = args.dtype != "float32"
+    autocast = torch.autocast(device, dtype=getattr(torch, args.dtype), enabled=mixed)
+    scaler = torch.amp.GradScaler(device, enabled=args.dtype == "float16")
+
+    def synchronize():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     if args.workload == "train":
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step():
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y)
-            loss.backward()
+            with autocast:
+                logits = model(pixel_values=x).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
+            synchronize()
     else:
         model.eval()
 
         def step():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 model(pixel_values=x)
+            synchronize()
 
     seconds, _ = timed(step, args.warmup, args.steps)
     print(json.dumps({"hf_transformers": args.batch_size / seconds,
-                      "attn_implementation": model.config._attn_implementation}))
+                      "attn_implementation": model.config._attn_implementation,
+                      "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}))
 
 
 # --------------------------------------------------------------------------- driver
@@ -250,6 +349,9 @@ def main(argv=None):
                         help="keras-vit's last block: 'class_row' computes only the class token's "
                         "row, the one the head reads (keras-vit's default; same logits and "
                         "gradients); 'all_rows' computes every row, as the peers do")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's peak dense TFLOP/s for --dtype, the MFU denominator "
+                        "(default: PEAK_TFLOPS by the accelerator's name; none on CPUs)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")
@@ -263,32 +365,50 @@ def main(argv=None):
         return hf_worker(args)
 
     passthrough = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                   if key not in ("json", "worker")]
+                   if key not in ("json", "worker", "peak_tflops")]
     rows_done = 1 if args.last_block == "class_row" else None
     flops = forward_flops(arch_of(args.variant), args.image_size, last_block_rows=rows_done)
     flops *= 3 if args.workload == "train" else 1
+    # MFU counts the full model's FLOPs for every contender (the architecture's, not the work
+    # each implementation happens to do), so MFU ratios equal throughput ratios.
+    model_flops = forward_flops(arch_of(args.variant), args.image_size)
+    model_flops *= 3 if args.workload == "train" else 1
     rows = {}
     for backend in args.backends.split(","):
         rows[backend] = run_worker("keras", backend, passthrough)
     hf = run_worker("hf", "torch", passthrough) if "hf_transformers" in args.models else {}
 
+    devices = sorted({r["device"] for r in rows.values()} | ({hf["device"]} if hf else set()))
     title = (f"{args.variant} {args.workload}, batch {args.batch_size}, {args.image_size}px, "
              f"{args.dtype}, keras-vit GELU {args.gelu}, last block {args.last_block}, "
-             f"host memory {args.host_memory}")
-    print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling)")
-    print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling |")
-    print("|---|---|---|---|---|---|---|")
+             f"host memory {args.host_memory}, on {', '.join(devices)}")
+
+    def peak_of(device):
+        return args.peak_tflops or peak_tflops(device, args.dtype)
+
+    for r in rows.values():
+        for name in ("keras_vit", "keras_hub"):
+            r[f"{name}_mfu"] = mfu(r.get(name), model_flops, peak_of(r["device"]))
+    if hf:
+        hf["hf_transformers_mfu"] = mfu(hf["hf_transformers"], model_flops, peak_of(hf["device"]))
+    print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling; MFU where the peak is known)")
+    print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling | keras-vit MFU | KerasHub MFU |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for backend, r in rows.items():
         ours, hub = r.get("keras_vit"), r.get("keras_hub")
         gflops = ours * flops / 1e9 if ours else None
         print(f"| {backend} | {_f(ours)} | {_f(hub)} | {_ratio(ours, hub)} | {_f(gflops, 1)} | "
-              f"{_f(r['ceiling_gflops'], 1)} | {_pct(gflops, r['ceiling_gflops'])} |")
+              f"{_f(r['ceiling_gflops'], 1)} | {_pct(gflops, r['ceiling_gflops'])} | "
+              f"{_pct(r['keras_vit_mfu'], 1, 1)} | {_pct(r['keras_hub_mfu'], 1, 1)} |")
     if hf:
         best = max((r.get("keras_vit") or 0, b) for b, r in rows.items())
-        print(f"\nHF transformers (torch, {hf['attn_implementation']}): {_f(hf['hf_transformers'])} img/s;"
-              f" best keras-vit ({best[1]}) / HF = {_ratio(best[0], hf['hf_transformers'])}")
+        hf_mfu = f", MFU {_pct(hf['hf_transformers_mfu'], 1, 1)}" if hf["hf_transformers_mfu"] else ""
+        print(f"\nHF transformers (torch, {hf['attn_implementation']}, {hf['device']}): "
+              f"{_f(hf['hf_transformers'])} img/s{hf_mfu}; best keras-vit ({best[1]}) / HF = "
+              f"{_ratio(best[0], hf['hf_transformers'])}")
     result = {
-        "config": vars(args) | {"gflop_per_image": flops / 1e9},
+        "config": vars(args) | {"gflop_per_image": flops / 1e9,
+                                "model_gflop_per_image": model_flops / 1e9},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count()},
         "backends": rows,
@@ -308,8 +428,8 @@ def _ratio(a, b):
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
-def _pct(a, b):
-    return "-" if not a or not b else f"{100 * a / b:.0f}%"
+def _pct(a, b, digits=0):
+    return "-" if not a or not b else f"{100 * a / b:.{digits}f}%"
 
 
 if __name__ == "__main__":

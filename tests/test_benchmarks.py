@@ -1,0 +1,55 @@
+"""The throughput benchmark's arithmetic: FLOP counts against published figures, MFU, peaks.
+
+Speed itself is measured by running `benchmarks/throughput.py`, never asserted here.
+"""
+
+import importlib.util
+import os
+
+import pytest
+
+from conftest import once
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    path = os.path.join(os.path.dirname(HERE), "benchmarks", "throughput.py")
+    spec = importlib.util.spec_from_file_location("throughput", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@once
+@pytest.mark.parametrize("variant, published_gmacs", [
+    # DeiT (Touvron et al. 2021), Table 1: the ViT architectures at 224 px, in GFLOPs as
+    # multiply-accumulates (DeiT-Ti/S/B are ViT-Ti/S/B without distillation token).
+    ("ViTTi16", 1.3), ("ViTS16", 4.6), ("ViTB16", 17.6),
+])
+def test_forward_flops_match_the_published_counts(throughput, variant, published_gmacs):
+    flops = throughput.forward_flops(throughput.arch_of(variant), 224)
+    assert round(flops / 2 / 1e9, 1) == published_gmacs
+
+
+@once
+def test_class_row_shortcut_removes_the_last_blocks_other_rows(throughput):
+    arch = throughput.arch_of("ViTB16")
+    t, d, m = 197, 768, 3072
+    # Rows 1..T-1 of the last block: their attention (logits and values), output projection
+    # and MLP; the fused QKV product still runs over every token.
+    saved = (t - 1) * (2 * 2 * t * d + 2 * d * d + 2 * 2 * d * m)
+    full = throughput.forward_flops(arch, 224)
+    assert full - throughput.forward_flops(arch, 224, last_block_rows=1) == saved
+
+
+@once
+def test_mfu_and_data_sheet_peaks(throughput):
+    assert throughput.peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert throughput.peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.4
+    assert throughput.peak_tflops("NVIDIA H200", "float32") == 66.9
+    assert throughput.peak_tflops("cpu", "float32") is None
+    # 1000 img/s of a 35.1 GFLOP (B/16) forward on a 989.4 TFLOP/s device: 3.55%.
+    assert throughput.mfu(1000, 35.1e9, 989.4) == pytest.approx(0.035476, rel=1e-4)
+    assert throughput.mfu(1000, 35.1e9, None) is None
