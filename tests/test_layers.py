@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 import keras_vit
+from conftest import BACKEND
 from keras_vit.layers import (
     Dense,
     LayerNorm,
@@ -153,7 +154,9 @@ def test_mlp_block_without_gradient_recording_matches_and_keeps_its_input(rng):
         recorded = numpy(mlp(x))
         tokens = torch.from_numpy(x.copy())
         with torch.no_grad():
-            np.testing.assert_array_equal(numpy(mlp(tokens)), recorded)
+            # Float rounding only: without gradient recording the products may run on
+            # another kernel (oneDNN's linear on AVX-512 CPUs; see keras_vit/layers/dense.py).
+            np.testing.assert_allclose(numpy(mlp(tokens)), recorded, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(tokens.numpy(), x)
 
 
@@ -245,6 +248,36 @@ def test_affine_and_dense_match_numpy_on_any_rank(rng):
         layer.bias.assign(b)
     np.testing.assert_allclose(numpy(ours(x)), numpy(theirs(x)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(numpy(ours(x[0])), numpy(theirs(x[0])), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's choice of product kernel")
+@pytest.mark.parametrize("onednn", [True, False])
+def test_affine_without_gradient_recording_matches_numpy_on_either_kernel(onednn, rng, monkeypatch):
+    import torch
+
+    from keras_vit.layers import dense
+
+    if onednn and not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        pytest.skip("this PyTorch has no oneDNN linear kernel")
+    # Either kernel, whatever this CPU's ISA would choose.
+    monkeypatch.setattr(dense, "_onednn_linear_is_faster", lambda: onednn)
+    x = rng.standard_normal((2, 197, 64)).astype("float32")
+    w = (rng.standard_normal((64, 96)) / 8).astype("float32")
+    b = rng.standard_normal(96).astype("float32")
+    expected = x.astype(np.float64) @ w + b
+    x_t, w_t, b_t = (torch.from_numpy(t) for t in (x, w, b))
+    with torch.no_grad():
+        np.testing.assert_allclose(dense.affine(x_t, w_t, b_t).numpy(), expected, rtol=1e-5, atol=1e-5)
+        low = dense.affine(x_t.bfloat16(), w_t.bfloat16(), b_t.bfloat16())
+        assert low.dtype == torch.bfloat16
+        np.testing.assert_allclose(low.float().numpy(), expected, rtol=0.05, atol=0.05)
+        half = dense.affine(x_t.half(), w_t.half(), b_t.half())  # addmm: oneDNN takes no fp16
+        np.testing.assert_allclose(half.float().numpy(), expected, rtol=1e-2, atol=1e-2)
+    # With gradients recorded: addmm, and the gradients of sum(y) are numpy's.
+    w_t.requires_grad_(True)
+    dense.affine(x_t, w_t, b_t).sum().backward()
+    np.testing.assert_allclose(w_t.grad.numpy(), x.astype(np.float64).sum((0, 1))[:, None]
+                               * np.ones((1, 96)), rtol=1e-4)
 
 
 def test_dropout_acts_only_in_training(rng):

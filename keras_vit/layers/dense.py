@@ -6,7 +6,15 @@ TensorFlow take the plain `matmul + bias`. Eager PyTorch runs the add as a separ
 writes a fresh (tokens, width) buffer, which the next op (GELU, attention) then reads from
 memory rather than cache; `torch.addmm` adds the bias inside the BLAS call instead (ViT-Ti/16
 MLP at batch 32: 58.7 -> 48.7 ms; benchmarks/RESULTS.md). Same function, float rounding aside.
+
+On CPUs with AVX-512, PyTorch's oneDNN linear kernel (the one its own compiler, Inductor, emits
+for CPU linears) beats the MKL `addmm` on every ViT projection shape measured, by 7-34%
+(benchmarks/RESULTS.md, session 16), and it reads our (D_in, D_out) kernel through a transposed
+view, with no copy. It has no autograd formula, so it serves inference (no gradient recorded);
+on AVX2-only CPUs it measured slower on ViT-B/16's shapes, so those keep `addmm`.
 """
+
+import functools
 
 import keras
 from keras import ops
@@ -37,8 +45,27 @@ def affine(x, kernel, bias):
     import torch  # noqa: PLC0415 (the torch backend only)
 
     x, kernel, bias = (ops.convert_to_tensor(t) for t in (x, kernel, bias))
-    rows = torch.addmm(bias, x.reshape(-1, x.shape[-1]), kernel)
+    rows = x.reshape(-1, x.shape[-1])
+    if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and not torch.is_grad_enabled() and _onednn_linear_is_faster()):
+        # oneDNN takes the weight as (D_out, D_in): our kernel's transposed view.
+        rows = torch.ops.mkldnn._linear_pointwise(rows, kernel.t(), bias, "none", [], "")
+    else:
+        rows = torch.addmm(bias, rows, kernel)
     return rows.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+@functools.cache
+def _onednn_linear_is_faster():
+    """Whether this PyTorch has oneDNN's CPU linear kernel and the CPU runs AVX-512, where that
+    kernel measured faster than `addmm` on every ViT shape (see the module docstring)."""
+    import torch  # noqa: PLC0415 (the torch backend only)
+
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
