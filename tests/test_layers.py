@@ -252,7 +252,7 @@ def test_affine_and_dense_match_numpy_on_any_rank(rng):
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's choice of product kernel")
 @pytest.mark.parametrize("onednn", [True, False])
-def test_affine_without_gradient_recording_matches_numpy_on_either_kernel(onednn, rng, monkeypatch):
+def test_affine_and_its_gradients_match_numpy_on_either_kernel(onednn, rng, monkeypatch):
     import torch
 
     from keras_vit.layers import dense
@@ -267,17 +267,21 @@ def test_affine_without_gradient_recording_matches_numpy_on_either_kernel(onednn
     expected = x.astype(np.float64) @ w + b
     x_t, w_t, b_t = (torch.from_numpy(t) for t in (x, w, b))
     with torch.no_grad():
-        np.testing.assert_allclose(dense.affine(x_t, w_t, b_t).numpy(), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(dense.affine(x_t, w_t, b_t).numpy(), expected, rtol=1e-5, atol=1e-4)
         low = dense.affine(x_t.bfloat16(), w_t.bfloat16(), b_t.bfloat16())
         assert low.dtype == torch.bfloat16
         np.testing.assert_allclose(low.float().numpy(), expected, rtol=0.05, atol=0.05)
         half = dense.affine(x_t.half(), w_t.half(), b_t.half())  # addmm: oneDNN takes no fp16
         np.testing.assert_allclose(half.float().numpy(), expected, rtol=1e-2, atol=1e-2)
-    # With gradients recorded: addmm, and the gradients of sum(y) are numpy's.
-    w_t.requires_grad_(True)
-    dense.affine(x_t, w_t, b_t).sum().backward()
-    np.testing.assert_allclose(w_t.grad.numpy(), x.astype(np.float64).sum((0, 1))[:, None]
-                               * np.ones((1, 96)), rtol=1e-4)
+    # With gradients recorded, the gradients of sum(y * c) are numpy's.
+    c = rng.standard_normal((2, 197, 96))
+    for t in (x_t, w_t, b_t):
+        t.requires_grad_(True)
+    (dense.affine(x_t, w_t, b_t) * torch.from_numpy(c.astype("float32"))).sum().backward()
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    np.testing.assert_allclose(x_t.grad.numpy(), c @ w64.T, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(w_t.grad.numpy(), np.einsum("btk,btn->kn", x64, c), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(b_t.grad.numpy(), c.sum((0, 1)), rtol=1e-4, atol=1e-4)
 
 
 def test_dropout_acts_only_in_training(rng):

@@ -8,10 +8,13 @@ memory rather than cache; `torch.addmm` adds the bias inside the BLAS call inste
 MLP at batch 32: 58.7 -> 48.7 ms; benchmarks/RESULTS.md). Same function, float rounding aside.
 
 On CPUs with AVX-512, PyTorch's oneDNN linear kernel (the one its own compiler, Inductor, emits
-for CPU linears) beats the MKL `addmm` on every ViT projection shape measured, by 7-34%
-(benchmarks/RESULTS.md, session 16), and it reads our (D_in, D_out) kernel through a transposed
-view, with no copy. It has no autograd formula, so it serves inference (no gradient recorded);
-on AVX2-only CPUs it measured slower on ViT-B/16's shapes, so those keep `addmm`.
+for CPU linears) beats the MKL `addmm` on every ViT projection shape measured, by 7-34%, and on
+the input gradient's product by ~30% (benchmarks/RESULTS.md, session 16); it reads our
+(D_in, D_out) kernel through a transposed view, with no copy. It has no autograd formula of its
+own, so `_OneDNNAffine` gives it one: the input gradient through the same kernel, the weight
+gradient by `mm` (which measured as fast), the bias gradient by a column sum. On AVX2-only CPUs
+it measured slower on ViT-B/16's shapes, so those keep `addmm`, and so does float16, which the
+kernel does not take.
 """
 
 import functools
@@ -47,12 +50,45 @@ def affine(x, kernel, bias):
     x, kernel, bias = (ops.convert_to_tensor(t) for t in (x, kernel, bias))
     rows = x.reshape(-1, x.shape[-1])
     if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and not torch.is_grad_enabled() and _onednn_linear_is_faster()):
-        # oneDNN takes the weight as (D_out, D_in): our kernel's transposed view.
-        rows = torch.ops.mkldnn._linear_pointwise(rows, kernel.t(), bias, "none", [], "")
+            and _onednn_linear_is_faster()):
+        rows = _onednn_affine_function().apply(rows, kernel, bias)
     else:
         rows = torch.addmm(bias, rows, kernel)
     return rows.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def _onednn_linear(rows, weight, bias):
+    """rows @ weight.T + bias by oneDNN; `weight` is (D_out, D_in), as `torch.nn.Linear`'s."""
+    import torch  # noqa: PLC0415 (the torch backend only)
+
+    return torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "none", [], "")
+
+
+@functools.cache
+def _onednn_affine_function():
+    """`_OneDNNAffine`: rows (N, D_in) @ kernel (D_in, D_out) + bias, with its gradients."""
+    import torch  # noqa: PLC0415 (the torch backend only)
+
+    class _OneDNNAffine(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, rows, kernel, bias):
+            ctx.save_for_backward(rows, kernel)
+            return _onednn_linear(rows, kernel.t(), bias)  # the kernel's transposed view
+
+        @staticmethod
+        @torch.autograd.function.once_differentiable
+        def backward(ctx, grad):
+            rows, kernel = ctx.saved_tensors
+            grad = grad.contiguous()
+            need_rows, need_kernel, need_bias = ctx.needs_input_grad
+            # d rows = grad @ kernel.T: oneDNN with the kernel itself as its (D_in, D_out)
+            # "weight".
+            grad_rows = _onednn_linear(grad, kernel, None) if need_rows else None
+            grad_kernel = torch.mm(rows.t(), grad) if need_kernel else None
+            grad_bias = grad.sum(0) if need_bias else None
+            return grad_rows, grad_kernel, grad_bias
+
+    return _OneDNNAffine
 
 
 @functools.cache
