@@ -12,9 +12,9 @@ for CPU linears) beats the MKL `addmm` on every ViT projection shape measured, b
 the input gradient's product by ~30% (benchmarks/RESULTS.md, session 16); it reads our
 (D_in, D_out) kernel through a transposed view, with no copy. It has no autograd formula of its
 own, so `_OneDNNAffine` gives it one: the input gradient through the same kernel, the weight
-gradient by `mm` (which measured as fast), the bias gradient by a column sum. On AVX2-only CPUs
-it measured slower on ViT-B/16's shapes, so those keep `addmm`, and so does float16, which the
-kernel does not take.
+gradient by `mm` (which measured as fast), the bias gradient by a column sum. On an AVX2-only
+CPU it measured slower on ViT-B/16's shapes (session 14), so those keep `addmm`, and so does
+float16, which the kernel does not take.
 """
 
 import functools
@@ -81,8 +81,8 @@ def _onednn_affine_function():
             rows, kernel = ctx.saved_tensors
             grad = grad.contiguous()
             need_rows, need_kernel, need_bias = ctx.needs_input_grad
-            # d rows = grad @ kernel.T: oneDNN with the kernel itself as its (D_in, D_out)
-            # "weight".
+            # d rows = grad @ kernel.T: the (D_in, D_out) kernel is that product's
+            # (out, in) weight as it stands.
             grad_rows = _onednn_linear(grad, kernel, None) if need_rows else None
             grad_kernel = torch.mm(rows.t(), grad) if need_kernel else None
             grad_bias = grad.sum(0) if need_bias else None
