@@ -195,9 +195,11 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
                 attended = ops.dot_product_attention(
                     query, key, value, bias=bias, scale=scale_value)
         else:
-            # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs.
-            qkv = ops.transpose(qkv, (2, 0, 3, 1, 4))
-            query, key, value = qkv[0][:, :, :num_queries] * scale, qkv[1], qkv[2]
+            # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs. `unstack`, not
+            # three slices, whose gradients TensorFlow without XLA computes as three zero-filled
+            # scatters into the whole (3, B, H, T, D/H) tensor.
+            query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
+            query = query[:, :, :num_queries] * scale
             logits = ops.matmul(query, ops.swapaxes(key, -1, -2))
             if self.relative_position:
                 logits = logits + self._relative_bias(query)

@@ -43,7 +43,10 @@ def affine(x, kernel, bias):
     >>> keras.ops.convert_to_numpy(y)[0, 0].tolist()
     [4.0, 5.0, 6.0, 7.0, 8.0]
     """
-    if keras.backend.backend() != "torch":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_affine(x, kernel, bias)
+    if backend != "torch":
         return ops.matmul(x, kernel) + bias
     import torch  # noqa: PLC0415 (the torch backend only)
 
@@ -55,6 +58,20 @@ def affine(x, kernel, bias):
     else:
         rows = torch.addmm(bias, rows, kernel)
     return rows.reshape(*x.shape[:-1], kernel.shape[-1])
+
+
+def _tf_affine(x, kernel, bias):
+    """TensorFlow: a 2-D `MatMul` and a `BiasAdd`, the pair that TF's graph optimizer fuses
+    into one oneDNN kernel when XLA is off. Keras' `matmul` of a (B, T, D) tensor by a kernel
+    is a broadcast batched product, whose kernel gradient is a product per example summed
+    over the batch, and `+ bias` a broadcast add whose gradient is a general reduction; here
+    the kernel's gradient is one product and the bias's a `BiasAddGrad`. Under XLA (the
+    default on TensorFlow) both forms compile to the same code."""
+    import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
+
+    x = tf.convert_to_tensor(x)
+    rows = tf.nn.bias_add(tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel), bias)
+    return tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], axis=0))
 
 
 def _onednn_linear(rows, weight, bias):
