@@ -145,8 +145,7 @@ def keras_worker(args):
         return lambda: model.predict_on_batch(x)
 
     ceiling_rows = MATMUL_ROWS * (1 if device == "cpu" else ACCELERATOR_ROWS_FACTOR)
-    ceiling_dtype = "float32" if args.dtype == "float32" else args.dtype
-    steps = {"ceiling": matmul_step(backend, ceiling_rows, ceiling_dtype)}
+    steps = {"ceiling": matmul_step(backend, ceiling_rows, args.dtype)}  # in the compute dtype
     if "keras_vit" in args.models:
         import keras_vit
 
