@@ -323,7 +323,7 @@ def hf_worker(args):
     seconds, _ = timed(step, args.warmup, args.steps)
     print(json.dumps({"hf_transformers": args.batch_size / seconds,
                       "attn_implementation": model.config._attn_implementation,
-                      "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}))
+                      "device": keras_device_name("torch")}))
 
 
 # --------------------------------------------------------------------------- driver
