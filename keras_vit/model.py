@@ -12,6 +12,8 @@ The constructor follows `keras.applications` (`include_top`, `weights`, `input_t
 `input_shape`, `pooling`, `classes`, `classifier_activation`, `include_preprocessing`).
 """
 
+import inspect
+
 import keras
 
 from keras_vit import checkpoint
@@ -31,15 +33,60 @@ class VisionTransformer(keras.Model):
     """The functional model that `ViT(...)` and the variants return.
 
     A plain Keras functional model (same config, same `.keras` files) with one difference:
-    on TensorFlow, `jit_compile="auto"` means XLA also on CPUs, where Keras leaves XLA off
-    but it runs this model faster (benchmarks/RESULTS.md). Pass `jit_compile=False` to
-    `compile` (or set `model.jit_compile`) to opt out.
+    what `jit_compile="auto"` (the default of `compile`) picks on TensorFlow, where Keras
+    leaves XLA off on CPUs. Measured on this model (benchmarks/RESULTS.md):
+
+    - inference and evaluation compile with XLA everywhere: it fuses the layer norms,
+      softmax and GELU into their neighbours;
+    - the training step compiles with XLA on accelerators, and on CPUs only for small models.
+      From about 1 GFLOP per image up (ViT-Ti/16 at 224 px is 2.5) a CPU train step is bound
+      by its matrix products, which TensorFlow's own oneDNN kernels (graph mode) run faster
+      than XLA's: ViT-Ti/16 and S/16 train 10-20% faster without XLA. Below that, per-op
+      overhead dominates and XLA wins (the `digits` model: 19 vs 26 ms per step).
+
+    An explicit `jit_compile=True` or `False` applies to every step, as in Keras.
     """
+
+    # Forward multiply-adds per image above which a CPU train step skips XLA (see above).
+    CPU_TRAIN_WITHOUT_XLA_MACS = 0.5e9
+
+    def compile(self, *args, **kwargs):
+        chosen = inspect.signature(keras.Model.compile).bind(self, *args, **kwargs).arguments
+        self._jit_compile_is_auto = (
+            chosen.get("jit_compile", "auto") == "auto" and not chosen.get("run_eagerly"))
+        super().compile(*args, **kwargs)
+        if self._jit_compile_is_auto:
+            # Saved as "auto", not as what it resolved to: the choice depends on the machine.
+            self._compile_config.config["jit_compile"] = "auto"
 
     def _resolve_auto_jit_compile(self):
         if keras.backend.backend() == "tensorflow":
             return True  # every keras_vit layer is XLA-compatible
         return super()._resolve_auto_jit_compile()
+
+    def make_train_function(self, force=False):
+        if not (getattr(self, "_jit_compile_is_auto", False) and self._cpu_trains_faster_in_graph()):
+            return super().make_train_function(force)
+        # Keras reads `jit_compile` once, when it wraps the step in a `tf.function`.
+        self._jit_compile = False
+        try:
+            return super().make_train_function(force)
+        finally:
+            self._jit_compile = True
+
+    def _cpu_trains_faster_in_graph(self):
+        """On TensorFlow without a GPU, whether the encoder's forward multiply-adds per image
+        (tokens x weights per block) reach `CPU_TRAIN_WITHOUT_XLA_MACS`."""
+        import tensorflow as tf  # noqa: PLC0415 (only reached on TensorFlow)
+
+        if keras.backend.backend() != "tensorflow" or tf.config.list_logical_devices("GPU"):
+            return False
+        try:
+            macs = sum(block.input.shape[1] * block.count_params()
+                       for block in self.layers if isinstance(block, TransformerBlock))
+        except (TypeError, ValueError):  # a block called more than once, or on unknown tokens
+            return False
+        return macs >= self.CPU_TRAIN_WITHOUT_XLA_MACS
 
 
 def ViT(

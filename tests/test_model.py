@@ -289,3 +289,47 @@ def test_same_weights_give_the_same_logits_on_every_backend(tmp_path, rng):
         assert np.abs(reference).max() > 0.1
         for backend in ("jax", "torch"):
             assert relative_error(results[backend][name], reference) < 1e-5, (name, backend)
+
+
+# ViT-Ti/16 at 224 px: 1.1 G forward multiply-adds per image in its blocks, a CPU train step
+# bound by its matrix products; SMALL: 2.6 M.
+TI16 = dict(image_size=224, patch_size=16, hidden_size=192, num_layers=12, num_heads=3,
+            mlp_dim=768)
+
+
+def _xla_per_step(model, **compile_args):
+    """{step: whether Keras compiled it with XLA} for the train and test steps after
+    `compile(**compile_args)` (`make_predict_function` reads `model.jit_compile` itself)."""
+    model.compile(optimizer="adam", loss="mse", **compile_args)
+    seen = {}
+    make_function = model._make_function
+
+    def spy(step_function):
+        seen[step_function.__name__] = model.jit_compile
+        return make_function(step_function)
+
+    model._make_function = spy
+    model.make_train_function()
+    model.make_test_function()
+    return seen
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the choice is TensorFlow's (JAX: always XLA)")
+@pytest.mark.parametrize(
+    "config, jit_compile, train_xla",
+    [(TI16, "auto", False), (SMALL, "auto", True), (TI16, True, True), (TI16, False, False)],
+    ids=["large-auto", "small-auto", "large-xla", "large-no-xla"])
+def test_auto_jit_compile_on_a_tensorflow_cpu(config, jit_compile, train_xla):
+    """"auto" compiles inference with XLA, and the train step too unless the model is large
+    enough for its CPU step to be bound by matrix products (then TensorFlow's oneDNN kernels
+    win); an explicit choice applies to every step; "auto" is what the model saves."""
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("on a GPU every step compiles with XLA")
+    model = keras_vit.ViT(**config)
+    seen = _xla_per_step(model, jit_compile=jit_compile)
+    inference_xla = jit_compile in ("auto", True)
+    assert seen == {"train_step": train_xla, "test_step": inference_xla}
+    assert model.jit_compile == inference_xla  # what predict reads, unchanged by the train step
+    assert model.get_compile_config()["jit_compile"] == jit_compile
