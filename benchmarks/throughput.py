@@ -5,6 +5,9 @@ For each backend (each in its own process, since Keras reads KERAS_BACKEND once)
 - KerasHub's ViT (`keras_hub.models.ViTImageClassifier`) with identical shapes, the same way;
 - the matrix-product ceiling: one fp32 matmul of ViT-B/16's MLP shapes (T*8 x D by D x 4D and
   back), compiled the way the backend compiles a model step;
+- with `--products-bound`, the step's own matrix products alone (`step_products`: every
+  product and, for training, gradient product of the model, on random operands), the fastest
+  this backend's kernels run them: the throughput no implementation of these FLOPs exceeds;
 and, once, HF transformers' `ViTForImageClassification` in PyTorch (eager, SDPA attention).
 Every figure is the median over repeated steps after warm-up. Ratios are against peers measured
 in the same run on the same machine.
@@ -67,6 +70,49 @@ def forward_flops(arch, image_size, classes=1000, channels=3, last_block_rows=No
 
     last = block(t if last_block_rows is None else last_block_rows)
     return 2 * n * p * p * channels * d + (layers - 1) * block(t) + last + 2 * d * classes
+
+
+def step_products(arch, image_size, batch, workload, classes=1000, channels=3,
+                  last_block_rows=None):
+    """The matrix products of one step, as (lhs shape, rhs shape) pairs, in the order a model
+    runs them.
+
+    Forward: the patch embedding, per block the fused QKV product, the attention logits and
+    values (per head, batched), the output projection and the MLP's two layers, then the head;
+    `last_block_rows` as in `forward_flops`. A train step adds, for each forward product
+    A @ B, the gradient of B (A^T @ G) and of A (G @ B^T), except the pixels' gradient, which
+    no one computes.
+    """
+    p, d, m, layers, heads = (arch[k] for k in ("patch", "hidden", "mlp", "layers", "heads"))
+    n = (image_size // p) ** 2
+    t = n + 1
+    forward = [((batch * n, p * p * channels), (p * p * channels, d), False)]
+    for layer in range(layers):
+        rows = t if layer < layers - 1 or last_block_rows is None else last_block_rows
+        forward += [
+            ((batch * t, d), (d, 3 * d), True),
+            ((batch, heads, rows, d // heads), (batch, heads, d // heads, t), True),
+            ((batch, heads, rows, t), (batch, heads, t, d // heads), True),
+            ((batch * rows, d), (d, d), True),
+            ((batch * rows, d), (d, m), True),
+            ((batch * rows, m), (m, d), True),
+        ]
+    forward.append(((batch, d), (d, classes), True))
+    products = [(a, b) for a, b, _ in forward]
+    if workload == "train":
+        for a, b, lhs_gradient in forward:
+            g = (*a[:-1], b[-1])
+            products.append(((*a[:-2], a[-1], a[-2]), g))  # dB = A^T G
+            if lhs_gradient:
+                products.append((g, (*b[:-2], b[-1], b[-2])))  # dA = G B^T
+    return products
+
+
+def products_flops(products):
+    """2 x multiply-adds of (lhs, rhs) products."""
+    import math
+
+    return sum(2 * math.prod(a) * b[-1] for a, b in products)
 
 
 # Peak dense matrix throughput in TFLOP/s (vendor data sheets, without sparsity) by compute
@@ -146,6 +192,10 @@ def keras_worker(args):
 
     ceiling_rows = MATMUL_ROWS * (1 if device == "cpu" else ACCELERATOR_ROWS_FACTOR)
     steps = {"ceiling": matmul_step(backend, ceiling_rows, args.dtype)}  # in the compute dtype
+    if args.products_bound:
+        steps["products_only"] = products_step(backend, step_products(
+            arch, args.image_size, args.batch_size, args.workload,
+            last_block_rows=1 if args.last_block == "class_row" else None), args.dtype)
     if "keras_vit" in args.models:
         import keras_vit
 
@@ -259,6 +309,49 @@ def matmul_step(backend, rows=MATMUL_ROWS, dtype="float32"):
     return step
 
 
+def products_step(backend, products, dtype="float32"):
+    """Only the matrix products of a model step (`step_products`), each on its own random
+    operands (identical ones would be merged by the compiler), compiled like a model step:
+    the time no implementation of these FLOPs beats with this backend's kernels. TensorFlow
+    runs them with and without XLA (oneDNN's kernels), PyTorch through `matmul` (MKL on
+    CPUs); the faster is kept."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    operands = [tuple(rng.random(shape, dtype=np.float32) for shape in pair) for pair in products]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        f = jax.jit(lambda operands: [a @ b for a, b in operands])
+        operands = jax.device_put([(jnp.asarray(a, dtype), jnp.asarray(b, dtype))
+                                   for a, b in operands])
+        return lambda: jax.block_until_ready(f(operands))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        operands = [(tf.cast(a, dtype), tf.cast(b, dtype)) for a, b in operands]
+        steps = []
+        for jit_compile in (True, False):
+            f = tf.function(lambda operands: [tf.matmul(a, b) for a, b in operands],
+                            jit_compile=jit_compile)
+            steps.append(lambda f=f: f(operands)[-1].numpy())  # in order: the last one waits
+        return min(steps, key=lambda step: timed(step, 1, 3)[0])
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    operands = [tuple(torch.from_numpy(t).to(device, getattr(torch, dtype)) for t in pair)
+                for pair in operands]
+
+    def step():
+        out = [a @ b for a, b in operands]
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return step
+
+
 def _host_memory(args):
     """The same host-memory setting for every contender's process (keras_vit.host_memory)."""
     if args.host_memory == "retain":
@@ -361,6 +454,10 @@ def main(argv=None):
     parser.add_argument("--peak-tflops", type=float,
                         help="the device's peak dense TFLOP/s for --dtype, the MFU denominator "
                         "(default: PEAK_TFLOPS by the accelerator's name; none on CPUs)")
+    parser.add_argument("--products-bound", action="store_true",
+                        help="also time only the step's matrix products (each on its own "
+                        "operands, the backend's fastest way): the img/s no implementation of "
+                        "these FLOPs exceeds with this backend's kernels")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")
@@ -374,7 +471,8 @@ def main(argv=None):
         return hf_worker(args)
 
     passthrough = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                   if key not in ("json", "worker", "peak_tflops")]
+                   if key not in ("json", "worker", "peak_tflops", "products_bound")]
+    passthrough += ["--products-bound"] if args.products_bound else []
     rows_done = 1 if args.last_block == "class_row" else None
     flops = forward_flops(arch_of(args.variant), args.image_size, last_block_rows=rows_done)
     flops *= 3 if args.workload == "train" else 1
@@ -401,14 +499,16 @@ def main(argv=None):
     if hf:
         hf["hf_transformers_mfu"] = mfu(hf["hf_transformers"], model_flops, peak_of(hf["device"]))
     print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling; MFU where the peak is known)")
-    print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling | keras-vit MFU | KerasHub MFU |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling | keras-vit MFU | KerasHub MFU | products only img/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for backend, r in rows.items():
-        ours, hub = r.get("keras_vit"), r.get("keras_hub")
+        ours, hub, bound = r.get("keras_vit"), r.get("keras_hub"), r.get("products_only")
         gflops = ours * flops / 1e9 if ours else None
+        share = f" ({_pct(ours, bound)} reached)" if bound and ours else ""
         print(f"| {backend} | {_f(ours)} | {_f(hub)} | {_ratio(ours, hub)} | {_f(gflops, 1)} | "
               f"{_f(r['ceiling_gflops'], 1)} | {_pct(gflops, r['ceiling_gflops'])} | "
-              f"{_pct(r['keras_vit_mfu'], 1, 1)} | {_pct(r['keras_hub_mfu'], 1, 1)} |")
+              f"{_pct(r['keras_vit_mfu'], 1, 1)} | {_pct(r['keras_hub_mfu'], 1, 1)} | "
+              f"{_f(bound)}{share} |")
     if hf:
         best = max((r.get("keras_vit") or 0, b) for b, r in rows.items())
         hf_mfu = f", MFU {_pct(hf['hf_transformers_mfu'], 1, 1)}" if hf["hf_transformers_mfu"] else ""

@@ -53,3 +53,20 @@ def test_mfu_and_data_sheet_peaks(throughput):
     # 1000 img/s of a 35.1 GFLOP (B/16) forward on a 989.4 TFLOP/s device: 3.55%.
     assert throughput.mfu(1000, 35.1e9, 989.4) == pytest.approx(0.035476, rel=1e-4)
     assert throughput.mfu(1000, 35.1e9, None) is None
+
+
+@once
+@pytest.mark.parametrize("last_block_rows", [None, 1])
+def test_step_products_are_the_counted_flops(throughput, last_block_rows):
+    """The products-only bound times exactly the FLOPs the table counts: the forward products
+    sum to `forward_flops`; training adds both operands' gradients of each, except the pixels'
+    (ViT-S/16, batch 2: the patch embedding is 196 x 768 by 768 x 384 per image)."""
+    arch = throughput.arch_of("ViTS16")
+    forward = throughput.forward_flops(arch, 224, last_block_rows=last_block_rows)
+    infer = throughput.step_products(arch, 224, 2, "infer", last_block_rows=last_block_rows)
+    train = throughput.step_products(arch, 224, 2, "train", last_block_rows=last_block_rows)
+    assert throughput.products_flops(infer) == 2 * forward
+    pixels_gradient = 2 * (2 * 196 * 384 * 768)
+    assert throughput.products_flops(train) == 3 * 2 * forward - pixels_gradient
+    # every gradient product has the shapes of one: G (m x n) @ B^T (n x k) -> (m x k).
+    assert all(a[-1] == b[-2] for a, b in train)
