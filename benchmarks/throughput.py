@@ -6,8 +6,9 @@ For each backend (each in its own process, since Keras reads KERAS_BACKEND once)
 - the matrix-product ceiling: one fp32 matmul of ViT-B/16's MLP shapes (T*8 x D by D x 4D and
   back), compiled the way the backend compiles a model step;
 - with `--products-bound`, the step's own matrix products alone (`step_products`: every
-  product and, for training, gradient product of the model, on random operands), the fastest
-  this backend's kernels run them: the throughput no implementation of these FLOPs exceeds;
+  product and, for training, gradient product of the model, one after another on random
+  operands): the throughput no implementation of these FLOPs exceeds with this backend's
+  kernels;
 and, once, HF transformers' `ViTForImageClassification` in PyTorch (eager, SDPA attention).
 Every figure is the median over repeated steps after warm-up. Ratios are against peers measured
 in the same run on the same machine.
@@ -310,11 +311,16 @@ def matmul_step(backend, rows=MATMUL_ROWS, dtype="float32"):
 
 
 def products_step(backend, products, dtype="float32"):
-    """Only the matrix products of a model step (`step_products`), each on its own random
-    operands (identical ones would be merged by the compiler), compiled like a model step:
-    the time no implementation of these FLOPs beats with this backend's kernels. TensorFlow
-    runs them with and without XLA (oneDNN's kernels), PyTorch through `matmul` (MKL on
-    CPUs); the faster is kept."""
+    """Only the matrix products of a model step (`step_products`), one after another, each on
+    its own random operands (identical ones would be merged by the compiler), as one compiled
+    program: the time no implementation of these FLOPs beats with this backend's kernels.
+
+    Each product waits for the one before it (a control dependency on TensorFlow, an
+    optimization barrier on JAX; eager PyTorch runs in order), as a model's dependent chain
+    does: independent products would otherwise overlap, which a model step cannot do to the
+    same extent. TensorFlow runs them with its own kernels (oneDNN on CPUs, faster than XLA's
+    there), PyTorch through `matmul` (MKL on CPUs).
+    """
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -323,20 +329,31 @@ def products_step(backend, products, dtype="float32"):
         import jax
         import jax.numpy as jnp
 
-        f = jax.jit(lambda operands: [a @ b for a, b in operands])
+        def chain(operands):
+            outs = []
+            for a, b in operands:
+                if outs:
+                    outs[-1], a, b = jax.lax.optimization_barrier((outs[-1], a, b))
+                outs.append(a @ b)
+            return outs  # every product's result, or the compiler drops all but the last
+
+        f = jax.jit(chain)
         operands = jax.device_put([(jnp.asarray(a, dtype), jnp.asarray(b, dtype))
                                    for a, b in operands])
         return lambda: jax.block_until_ready(f(operands))
     if backend == "tensorflow":
         import tensorflow as tf
 
+        @tf.function(jit_compile=False)
+        def chain(operands):
+            outs = [tf.zeros(())]
+            for a, b in operands:
+                with tf.control_dependencies(outs[-1:]):
+                    outs.append(tf.matmul(a, b))
+            return outs[1:]  # every product's result, or the compiler drops all but the last
+
         operands = [(tf.cast(a, dtype), tf.cast(b, dtype)) for a, b in operands]
-        steps = []
-        for jit_compile in (True, False):
-            f = tf.function(lambda operands: [tf.matmul(a, b) for a, b in operands],
-                            jit_compile=jit_compile)
-            steps.append(lambda f=f: f(operands)[-1].numpy())  # in order: the last one waits
-        return min(steps, key=lambda step: timed(step, 1, 3)[0])
+        return lambda: chain(operands)[-1][..., :1, :1].numpy()  # in order: the last one waits
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -344,7 +361,8 @@ def products_step(backend, products, dtype="float32"):
                 for pair in operands]
 
     def step():
-        out = [a @ b for a, b in operands]
+        for a, b in operands:
+            out = a @ b
         if device == "cuda":
             torch.cuda.synchronize()
         return out
@@ -455,9 +473,9 @@ def main(argv=None):
                         help="the device's peak dense TFLOP/s for --dtype, the MFU denominator "
                         "(default: PEAK_TFLOPS by the accelerator's name; none on CPUs)")
     parser.add_argument("--products-bound", action="store_true",
-                        help="also time only the step's matrix products (each on its own "
-                        "operands, the backend's fastest way): the img/s no implementation of "
-                        "these FLOPs exceeds with this backend's kernels")
+                        help="also time only the step's matrix products (one after another, "
+                        "each on its own operands): the img/s no implementation of these FLOPs "
+                        "exceeds with this backend's kernels")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")
