@@ -175,6 +175,63 @@ def test_mlp_block_uses_the_chosen_gelu(approximate, rng):
     assert np.abs(y - (other @ w1 + b1)).max() > 1e-4  # the flavours are distinguishable
 
 
+def _value_and_vjp(fn, x, upstream, graph=False):
+    """fn(x) and upstream . d fn / dx on the active backend (TensorFlow: eagerly, or inside a
+    `tf.function` without XLA when `graph`)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def run(x, upstream):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = fn(x)
+            return y, tape.gradient(y, x, output_gradients=upstream)
+
+        run = tf.function(run, jit_compile=False) if graph else run
+        y, grad = run(tf.constant(x), tf.constant(upstream))
+    elif BACKEND == "jax":
+        import jax
+
+        y, vjp = jax.vjp(fn, x)
+        (grad,) = vjp(upstream)
+    else:
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        y = fn(xt)
+        y.backward(torch.tensor(upstream))
+        y, grad = y.detach(), xt.grad
+    return numpy(y), numpy(grad)
+
+
+@pytest.mark.parametrize("approximate", [True, False], ids=["tanh", "erf"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_gelu_and_its_gradient_match_the_float64_closed_forms(approximate, training, rng):
+    """Values and gradients against float64 closed forms, for both flavours, on every path:
+    TensorFlow's training path has a gradient of its own (two XLA-compiled functions), checked
+    eagerly and inside a graph-mode step, as large models train on CPUs."""
+    from scipy.special import erf
+
+    from keras_vit.layers.activations import gelu
+
+    x = np.concatenate([np.linspace(-6, 6, 61), 3 * rng.standard_normal(64)]).astype("float32")
+    upstream = rng.standard_normal(x.shape).astype("float32")
+    z = x.astype(np.float64)
+    if approximate:
+        c = np.sqrt(2 / np.pi)
+        t = np.tanh(c * (z + 0.044715 * z**3))
+        value = 0.5 * z * (1 + t)
+        slope = 0.5 * (1 + t) + 0.5 * z * (1 - t**2) * c * (1 + 3 * 0.044715 * z**2)
+    else:
+        value = 0.5 * z * (1 + erf(z / np.sqrt(2)))
+        slope = 0.5 * (1 + erf(z / np.sqrt(2))) + z * np.exp(-z**2 / 2) / np.sqrt(2 * np.pi)
+    for graph in (False, True) if BACKEND == "tensorflow" else (False,):
+        y, grad = _value_and_vjp(lambda v: gelu(v, approximate, training), x, upstream, graph)
+        # atol: float32's 1 + tanh(u) (or 1 + erf) cancels for z << 0, a few 1e-6 off there.
+        np.testing.assert_allclose(y, value, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(grad, upstream * slope, rtol=1e-5, atol=1e-5)
+
+
 def test_layer_norm_matches_float64_and_keras(rng):
     # Tokens far from zero (mean 300, std 0.5), where a careless variance loses its digits.
     x = (300.0 + 0.5 * rng.standard_normal((3, 7, 16))).astype("float32")
