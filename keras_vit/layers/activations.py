@@ -77,9 +77,9 @@ def _tf_gelu_for_training(approximate):
 
     Without XLA (how large models train on CPUs, `VisionTransformer`), TensorFlow runs GELU
     and the gradient its autodiff derives as about a dozen separate element-wise passes over
-    the MLP's widest activation: 0.3 s of a 2.9 s ViT-S/16 train step (batch 16) in which no
-    matrix product ran (benchmarks/RESULTS.md, session 17). Each side compiled on its own fuses
-    into one pass. Under XLA (jit_compile=True) the calls are inlined into the step as before.
+    the MLP's widest activation; compiled, each side is one pass. ViT-S/16 train step, batch
+    16: 2573 -> 2538 ms (median of 9, interleaved; benchmarks/RESULTS.md, session 17). Under
+    XLA (jit_compile=True) the calls are inlined into the step as before.
     Inference keeps the plain ops: they need no gradient, and exported graphs (SavedModel,
     ONNX, LiteRT) stay free of XLA-only calls.
     """
