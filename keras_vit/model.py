@@ -60,6 +60,13 @@ class VisionTransformer(keras.Model):
             # Saved as "auto", not as what it resolved to: the choice depends on the machine.
             self._compile_config.config["jit_compile"] = "auto"
 
+    def compile_from_config(self, config):
+        # What Keras' own does (it skips models that override `compile`): loading a compiled
+        # model compiles it again, optimizer state included.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built and getattr(self, "optimizer", None) is not None:
+            self.optimizer.build(self.trainable_variables)
+
     def _resolve_auto_jit_compile(self):
         if keras.backend.backend() == "tensorflow":
             return True  # every keras_vit layer is XLA-compatible

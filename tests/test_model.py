@@ -333,3 +333,25 @@ def test_auto_jit_compile_on_a_tensorflow_cpu(config, jit_compile, train_xla):
     assert seen == {"train_step": train_xla, "test_step": inference_xla}
     assert model.jit_compile == inference_xla  # what predict reads, unchanged by the train step
     assert model.get_compile_config()["jit_compile"] == jit_compile
+
+
+def test_a_saved_compiled_model_loads_compiled_with_its_optimizer_state(tmp_path, rng):
+    """`VisionTransformer` overrides `compile`, which makes Keras skip recompiling on load
+    unless the model handles `compile_from_config` itself."""
+    import warnings
+
+    model = keras_vit.ViT(**SMALL, classes=3)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy")
+    x = rng.uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0])
+    model.train_on_batch(x, y)
+    model.save(tmp_path / "m.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = keras.saving.load_model(tmp_path / "m.keras")
+    assert loaded.compiled and loaded.get_compile_config()["jit_compile"] == "auto"
+    assert int(keras.ops.convert_to_numpy(loaded.optimizer.iterations)) == 1
+    for saved, restored in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(restored),
+                                      keras.ops.convert_to_numpy(saved))
+    np.testing.assert_allclose(loaded.train_on_batch(x, y), model.train_on_batch(x, y), rtol=1e-5)
