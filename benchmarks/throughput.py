@@ -73,6 +73,11 @@ def forward_flops(arch, image_size, classes=1000, channels=3, last_block_rows=No
     return 2 * n * p * p * channels * d + (layers - 1) * block(t) + last + 2 * d * classes
 
 
+def last_block_rows(args):
+    """The rows keras-vit's last block computes under `--last-block` (None: all of them)."""
+    return 1 if args.last_block == "class_row" else None
+
+
 def step_products(arch, image_size, batch, workload, classes=1000, channels=3,
                   last_block_rows=None):
     """The matrix products of one step, as (lhs shape, rhs shape) pairs, in the order a model
@@ -196,7 +201,7 @@ def keras_worker(args):
     if args.products_bound:
         steps["products_only"] = products_step(backend, step_products(
             arch, args.image_size, args.batch_size, args.workload,
-            last_block_rows=1 if args.last_block == "class_row" else None), args.dtype)
+            last_block_rows=last_block_rows(args)), args.dtype)
     if "keras_vit" in args.models:
         import keras_vit
 
@@ -491,8 +496,8 @@ def main(argv=None):
     passthrough = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
                    if key not in ("json", "worker", "peak_tflops", "products_bound")]
     passthrough += ["--products-bound"] if args.products_bound else []
-    rows_done = 1 if args.last_block == "class_row" else None
-    flops = forward_flops(arch_of(args.variant), args.image_size, last_block_rows=rows_done)
+    flops = forward_flops(arch_of(args.variant), args.image_size,
+                          last_block_rows=last_block_rows(args))
     flops *= 3 if args.workload == "train" else 1
     # MFU counts the full model's FLOPs for every contender (the architecture's, not the work
     # each implementation happens to do), so MFU ratios equal throughput ratios.

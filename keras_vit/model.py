@@ -76,11 +76,11 @@ class VisionTransformer(keras.Model):
         if not (getattr(self, "_jit_compile_is_auto", False) and self._cpu_trains_faster_in_graph()):
             return super().make_train_function(force)
         # Keras reads `jit_compile` once, when it wraps the step in a `tf.function`.
-        self._jit_compile = False
+        inference_jit_compile, self._jit_compile = self._jit_compile, False
         try:
             return super().make_train_function(force)
         finally:
-            self._jit_compile = True
+            self._jit_compile = inference_jit_compile
 
     def _cpu_trains_faster_in_graph(self):
         """On TensorFlow without a GPU, whether the encoder's forward multiply-adds per image

@@ -333,6 +333,9 @@ def test_auto_jit_compile_on_a_tensorflow_cpu(config, jit_compile, train_xla):
     assert seen == {"train_step": train_xla, "test_step": inference_xla}
     assert model.jit_compile == inference_xla  # what predict reads, unchanged by the train step
     assert model.get_compile_config()["jit_compile"] == jit_compile
+    model.jit_compile = False  # the user's later choice survives rebuilding the train step
+    model.make_train_function(force=True)
+    assert not model.jit_compile
 
 
 def test_a_saved_compiled_model_loads_compiled_with_its_optimizer_state(tmp_path, rng):
