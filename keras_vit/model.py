@@ -33,30 +33,30 @@ class VisionTransformer(keras.Model):
     """The functional model that `ViT(...)` and the variants return.
 
     A plain Keras functional model (same config, same `.keras` files) with one difference:
-    what `jit_compile="auto"` (the default of `compile`) picks on TensorFlow, where Keras
-    leaves XLA off on CPUs. Measured on this model (benchmarks/RESULTS.md):
+    what `jit_compile="auto"` (Keras' default, compiled or not) picks on TensorFlow, where
+    Keras leaves XLA off on CPUs. Measured on this model (benchmarks/RESULTS.md):
 
-    - inference and evaluation compile with XLA everywhere: it fuses the layer norms,
-      softmax and GELU into their neighbours;
-    - the training step compiles with XLA on accelerators, and on CPUs only for small models.
-      From about 1 GFLOP per image up (ViT-Ti/16 at 224 px is 2.5) a CPU train step is bound
-      by its matrix products, which TensorFlow's own oneDNN kernels (graph mode) run faster
-      than XLA's: without XLA, ViT-Ti/16 trained 11% faster, S/16 1-14% (run to run), B/16 2%
-      (AVX-512 CPU). Below that, per-op overhead dominates and XLA wins (the `digits` model:
-      19 vs 26 ms per step).
+    - on accelerators, and for small models on CPUs, every step compiles with XLA: it fuses
+      the layer norms, softmax and GELU into their neighbours, and per-op overhead dominates
+      small CPU steps (the `digits` model trains in 19 ms per step with XLA, 26 without);
+    - from about 1 GFLOP per image up on CPUs (ViT-Ti/16 at 224 px is 2.5), a step is bound by
+      its matrix products, which TensorFlow's own oneDNN kernels (graph mode) run faster than
+      XLA's, with the first product, its bias and GELU fused into one kernel: training and
+      inference skip XLA. Without XLA, ViT-Ti/16 trained 11% faster, S/16 1-14% (run to run),
+      B/16 2% (AVX-512 CPU); Ti/16 inference ran 6% faster, S/16 and B/16 as fast, and none
+      waits for XLA to compile.
 
-    An explicit `jit_compile=True` or `False` applies to every step, as in Keras.
+    `model.jit_compile` reads what "auto" resolved to; an explicit `jit_compile=True` or
+    `False` (in `compile`, or set on `model.jit_compile`) applies as in Keras.
     """
 
-    # Forward multiply-adds per image above which a CPU train step skips XLA (see above).
-    CPU_TRAIN_WITHOUT_XLA_MACS = 0.5e9
+    # Forward multiply-adds per image from which CPU steps skip XLA (see above).
+    CPU_WITHOUT_XLA_MACS = 0.5e9
 
     def compile(self, *args, **kwargs):
         chosen = inspect.signature(keras.Model.compile).bind(self, *args, **kwargs).arguments
-        self._jit_compile_is_auto = (
-            chosen.get("jit_compile", "auto") == "auto" and not chosen.get("run_eagerly"))
         super().compile(*args, **kwargs)
-        if self._jit_compile_is_auto:
+        if chosen.get("jit_compile", "auto") == "auto":
             # Saved as "auto", not as what it resolved to: the choice depends on the machine.
             self._compile_config.config["jit_compile"] = "auto"
 
@@ -68,23 +68,14 @@ class VisionTransformer(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def _resolve_auto_jit_compile(self):
+        # What "auto" means, for `compile` and for a model that was never compiled.
         if keras.backend.backend() == "tensorflow":
-            return True  # every keras_vit layer is XLA-compatible
+            return not self._cpu_runs_faster_in_graph()  # every keras_vit layer compiles
         return super()._resolve_auto_jit_compile()
 
-    def make_train_function(self, force=False):
-        if not (getattr(self, "_jit_compile_is_auto", False) and self._cpu_trains_faster_in_graph()):
-            return super().make_train_function(force)
-        # Keras reads `jit_compile` once, when it wraps the step in a `tf.function`.
-        inference_jit_compile, self._jit_compile = self._jit_compile, False
-        try:
-            return super().make_train_function(force)
-        finally:
-            self._jit_compile = inference_jit_compile
-
-    def _cpu_trains_faster_in_graph(self):
+    def _cpu_runs_faster_in_graph(self):
         """On TensorFlow without a GPU, whether the encoder's forward multiply-adds per image
-        (tokens x weights per block) reach `CPU_TRAIN_WITHOUT_XLA_MACS`."""
+        (tokens x weights per block) reach `CPU_WITHOUT_XLA_MACS`."""
         if keras.backend.backend() != "tensorflow":
             return False
         import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
@@ -96,7 +87,7 @@ class VisionTransformer(keras.Model):
                        for block in self.layers if isinstance(block, TransformerBlock))
         except (TypeError, ValueError):  # a block called more than once, or on unknown tokens
             return False
-        return macs >= self.CPU_TRAIN_WITHOUT_XLA_MACS
+        return macs >= self.CPU_WITHOUT_XLA_MACS
 
 
 def ViT(

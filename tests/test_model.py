@@ -297,45 +297,54 @@ TI16 = dict(image_size=224, patch_size=16, hidden_size=192, num_layers=12, num_h
             mlp_dim=768)
 
 
-def _xla_per_step(model, **compile_args):
-    """{step: whether Keras compiled it with XLA} for the train and test steps after
-    `compile(**compile_args)` (`make_predict_function` reads `model.jit_compile` itself)."""
-    model.compile(optimizer="adam", loss="mse", **compile_args)
+def _xla_per_step(model, monkeypatch):
+    """{step: whether Keras wraps it in an XLA-compiled `tf.function`}, for the train, test
+    and predict steps as `make_*_function` builds them now."""
+    import tensorflow as tf
+
+    jit_compile_arguments = []
+    function = tf.function
+
+    def spy(*args, **kwargs):
+        jit_compile_arguments.append(bool(kwargs.get("jit_compile")))
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(tf, "function", spy)
     seen = {}
-    make_function = model._make_function
-
-    def spy(step_function):
-        seen[step_function.__name__] = model.jit_compile
-        return make_function(step_function)
-
-    model._make_function = spy
-    model.make_train_function()
-    model.make_test_function()
+    for step in ("train", "test", "predict"):
+        jit_compile_arguments.clear()
+        getattr(model, f"make_{step}_function")(force=True)
+        seen[step] = any(jit_compile_arguments)
+    monkeypatch.undo()
     return seen
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the choice is TensorFlow's (JAX: always XLA)")
 @pytest.mark.parametrize(
-    "config, jit_compile, train_xla",
+    "config, jit_compile, xla",
     [(TI16, "auto", False), (SMALL, "auto", True), (TI16, True, True), (TI16, False, False)],
     ids=["large-auto", "small-auto", "large-xla", "large-no-xla"])
-def test_auto_jit_compile_on_a_tensorflow_cpu(config, jit_compile, train_xla):
-    """"auto" compiles inference with XLA, and the train step too unless the model is large
-    enough for its CPU step to be bound by matrix products (then TensorFlow's oneDNN kernels
-    win); an explicit choice applies to every step; "auto" is what the model saves."""
+def test_auto_jit_compile_on_a_tensorflow_cpu(config, jit_compile, xla, monkeypatch):
+    """"auto" compiles every step with XLA unless the model is large enough for its CPU steps
+    to be bound by matrix products (then TensorFlow's oneDNN kernels win); an explicit choice
+    applies to every step; "auto" is what the model saves; setting `model.jit_compile` is an
+    explicit choice."""
     import tensorflow as tf
 
     if tf.config.list_logical_devices("GPU"):
         pytest.skip("on a GPU every step compiles with XLA")
     model = keras_vit.ViT(**config)
-    seen = _xla_per_step(model, jit_compile=jit_compile)
-    inference_xla = jit_compile in ("auto", True)
-    assert seen == {"train_step": train_xla, "test_step": inference_xla}
-    assert model.jit_compile == inference_xla  # what predict reads, unchanged by the train step
+    if jit_compile == "auto":  # Keras' default holds before `compile` too
+        assert _xla_per_step(model, monkeypatch) == {"train": xla, "test": xla, "predict": xla}
+    model.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
+    assert _xla_per_step(model, monkeypatch) == {"train": xla, "test": xla, "predict": xla}
+    assert model.jit_compile == xla  # what "auto" resolved to
     assert model.get_compile_config()["jit_compile"] == jit_compile
-    model.jit_compile = False  # the user's later choice survives rebuilding the train step
-    model.make_train_function(force=True)
-    assert not model.jit_compile
+    for choice in (not xla, xla):
+        model.jit_compile = choice
+        assert _xla_per_step(model, monkeypatch) == {
+            "train": choice, "test": choice, "predict": choice}
+        assert model.jit_compile == choice  # building the steps left the user's choice alone
 
 
 def test_a_saved_compiled_model_loads_compiled_with_its_optimizer_state(tmp_path, rng):

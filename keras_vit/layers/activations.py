@@ -80,8 +80,10 @@ def _tf_gelu_for_training(approximate):
     the MLP's widest activation; compiled, each side is one pass. ViT-S/16 train step, batch
     16: 2573 -> 2538 ms (median of 9, interleaved; benchmarks/RESULTS.md, session 17). Under
     XLA (jit_compile=True) the calls are inlined into the step as before.
-    Inference keeps the plain ops: they need no gradient, and exported graphs (SavedModel,
-    ONNX, LiteRT) stay free of XLA-only calls.
+    Inference keeps the plain ops: they need no gradient, TensorFlow's graph optimizer fuses
+    them with the product and bias before them into one oneDNN kernel (`MlpBlock` works on
+    2-D rows so that it can), and exported graphs (SavedModel, ONNX, LiteRT) stay free of
+    XLA-only calls.
     """
     import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
 

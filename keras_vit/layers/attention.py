@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.dense import affine
-from keras_vit.layers.utils import dropout
+from keras_vit.layers.utils import dropout, in_xla_tensorflow_graph
 
 
 def _fan_preserving_glorot(fan_in, fan_out, seed=None):
@@ -52,6 +52,24 @@ def _softmax_then_values(logits, value):
     total = ops.sum(weights, axis=-1, keepdims=True)
     attended = ops.matmul(ops.cast(weights, value.dtype), value)
     return attended / ops.cast(total, value.dtype)
+
+
+def _scaled(weight, scale):
+    return weight if scale == 1.0 else weight * ops.cast(scale, weight.dtype)
+
+
+def _normalises_before_values(training):
+    """Whether attention takes softmax(logits) @ value rather than `_softmax_then_values`.
+
+    TensorFlow, except inference under XLA: its softmax is one kernel with a three-pass
+    gradient, where `_softmax_then_values` is four element-wise passes (and their autodiff
+    gradients) that only XLA fuses. ViT-S/16 attention at batch 16, forward and backward per
+    block: 35.6 -> 26.5 ms without XLA, 39.9 -> 39.3 ms under XLA (benchmarks/RESULTS.md,
+    session 18). Inference under XLA, and JAX, keep `_softmax_then_values`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    return bool(training) or not in_xla_tensorflow_graph()
 
 
 def token_output_spec(layer, x, return_attention_scores, num_queries):
@@ -132,17 +150,25 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         self.fused_attention = prefers_fused_attention()
         self.built = True
 
-    def _qkv(self, x):
-        """Queries, keys and values (B, T, 3, H, D/H) from one matrix product.
+    def _qkv(self, x, query_scale=1.0):
+        """Queries, keys and values (B, T, 3, H, D/H) from one matrix product, the queries
+        times `query_scale`.
 
         The three official (D, H, D/H) kernels are laid side by side as one (D, 3D) matrix:
-        one large product runs closer to the machine's peak than three small ones.
+        one large product runs closer to the machine's peak than three small ones. The scale
+        multiplies the query kernel and bias, (D, D) and (D,), rather than the (B, T, D)
+        queries: the same numbers (exactly so for 64-wide heads, whose 1/8 is a power of two),
+        and no pass over the queries, forward or backward, where no compiler fuses it in.
         """
         d = self.num_heads * self.head_dim
         names = ("query", "key", "value")
+        scales = (query_scale, 1.0, 1.0)
         kernel = ops.concatenate(
-            [ops.reshape(getattr(self, f"{n}_kernel"), (d, d)) for n in names], axis=1)
-        bias = ops.concatenate([ops.reshape(getattr(self, f"{n}_bias"), (d,)) for n in names])
+            [_scaled(ops.reshape(getattr(self, f"{n}_kernel"), (d, d)), c)
+             for n, c in zip(names, scales)], axis=1)
+        bias = ops.concatenate(
+            [_scaled(ops.reshape(getattr(self, f"{n}_bias"), (d,)), c)
+             for n, c in zip(names, scales)])
         qkv = affine(x, ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype))
         return ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
 
@@ -178,9 +204,10 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         num_queries = x.shape[1] if num_queries is None else num_queries
         scale_value = 1.0 / math.sqrt(self.head_dim)
         scale = ops.cast(scale_value, x.dtype)
-        qkv = self._qkv(x)
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
-        if self.fused_attention and not need_probs:
+        fused = self.fused_attention and not need_probs  # fused kernels apply the scale
+        qkv = self._qkv(x, query_scale=1.0 if fused else scale_value)
+        if fused:
             probs = None
             if keras.backend.backend() == "torch":
                 attended = self._torch_sdpa(qkv, scale_value, num_queries)
@@ -199,13 +226,16 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             # three slices, whose gradients TensorFlow without XLA computes as three zero-filled
             # scatters into the whole (3, B, H, T, D/H) tensor.
             query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
-            query = query[:, :, :num_queries] * scale
+            if num_queries != x.shape[1]:
+                # Only when it selects: without XLA, TensorFlow runs even a whole-range slice
+                # and its gradient as copies.
+                query = query[:, :, :num_queries]
             logits = ops.matmul(query, ops.swapaxes(key, -1, -2))
             if self.relative_position:
                 logits = logits + self._relative_bias(query)
             # Softmax in float32 even under mixed precision.
             logits = ops.cast(logits, "float32")
-            if need_probs:
+            if need_probs or _normalises_before_values(training):
                 probs = ops.cast(ops.softmax(logits, axis=-1), x.dtype)
                 attended = ops.matmul(dropout(self.dropout, probs, training), value)
             else:

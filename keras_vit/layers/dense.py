@@ -70,6 +70,8 @@ def _tf_affine(x, kernel, bias):
     import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
 
     x = tf.convert_to_tensor(x)
+    if x.shape.rank == 2:  # rows already: no reshapes between the product and what follows
+        return tf.nn.bias_add(tf.matmul(x, kernel), bias)
     rows = tf.nn.bias_add(tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel), bias)
     return tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], axis=0))
 

@@ -61,9 +61,14 @@ class MlpBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, training=None):
-        y = gelu(self.dense_0(x), self.gelu_approximate, training)
+        # Token by token, so on the (tokens, D) rows: without XLA, TensorFlow then fuses the
+        # first product, its bias and GELU into one oneDNN kernel (a reshape between them
+        # hides the pattern); other backends take the same products either way.
+        rows = ops.reshape(x, (-1, x.shape[-1]))
+        y = gelu(self.dense_0(rows), self.gelu_approximate, training)
         y = dropout(self.dropout, y, training)
-        return dropout(self.dropout, self.dense_1(y), training)
+        y = dropout(self.dropout, self.dense_1(y), training)
+        return ops.reshape(y, ops.shape(x))
 
     def compute_output_shape(self, input_shape):
         return input_shape
