@@ -93,6 +93,62 @@ def test_attention_probabilities_and_output_match_numpy(rng):
     np.testing.assert_allclose(numpy(layer(x)), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's graph and XLA forms")
+@pytest.mark.parametrize("training", [False, True])
+def test_attention_is_the_same_function_in_every_tensorflow_form(training, rng):
+    """TensorFlow attention picks its softmax form by compiler (`_normalises_before_values`)
+    and folds the 1/sqrt(D/H) scale into the query kernel: eagerly, in a graph and under
+    XLA it computes the same outputs and input gradients as NumPy, here with 6-wide heads,
+    whose scale is not a power of two."""
+    import tensorflow as tf
+
+    from keras_vit.layers.utils import in_xla_tensorflow_graph
+
+    x = rng.standard_normal((2, 5, 12)).astype("float32")
+    upstream = rng.standard_normal((2, 5, 12)).astype("float32")
+    layer = MultiHeadDotProductAttention(num_heads=2)
+    layer.build(x.shape)
+    w = {n: numpy(getattr(layer, f"{n}_kernel")) for n in ("query", "key", "value", "out")}
+    b = {n: numpy(getattr(layer, f"{n}_bias")) for n in ("query", "key", "value", "out")}
+    q, k, v = (np.einsum("btd,dhk->bthk", x.astype("float64"), w[n]) + b[n]
+               for n in ("query", "key", "value"))
+    logits = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(6.0)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", probs, v), w["out"]) + b["out"]
+    eps = 1e-3  # central differences of the float64 reference for d(sum(out * upstream))/dx
+
+    def reference_loss(x64):
+        q, k, v = (np.einsum("btd,dhk->bthk", x64, w[n]) + b[n] for n in ("query", "key", "value"))
+        p = np.exp(np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(6.0))
+        p /= p.sum(-1, keepdims=True)
+        out = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", p, v), w["out"]) + b["out"]
+        return (out * upstream).sum()
+
+    expected_grad = np.zeros_like(x, dtype="float64")
+    for index in np.ndindex(x.shape):
+        step = np.zeros_like(x, dtype="float64")
+        step[index] = eps
+        expected_grad[index] = (reference_loss(x + step) - reference_loss(x - step)) / (2 * eps)
+
+    def output_and_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x, training=training)
+            loss = tf.reduce_sum(out * upstream)
+        return out, tape.gradient(loss, x), tf.constant(in_xla_tensorflow_graph())
+
+    forms = {
+        "eager": output_and_gradient,
+        "graph": tf.function(output_and_gradient),
+        "xla": tf.function(output_and_gradient, jit_compile=True),
+    }
+    for name, form in forms.items():
+        out, grad, in_xla = form(tf.constant(x))
+        assert bool(in_xla) == (name == "xla"), name
+        np.testing.assert_allclose(numpy(out), expected, rtol=1e-5, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(numpy(grad), expected_grad, rtol=1e-3, atol=1e-4, err_msg=name)
+
+
 def test_relative_attention_adds_offset_logits_before_softmax(rng):
     t, d = 4, 6
     x = rng.standard_normal((1, t, d)).astype("float32")
