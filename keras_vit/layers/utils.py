@@ -53,10 +53,10 @@ def dropout(layer, x, training):
 def in_xla_tensorflow_graph():
     """Whether TensorFlow is tracing code that XLA will compile (`jit_compile=True`).
 
-    Without XLA, TensorFlow's graph optimizer fuses only the op patterns it knows (a matrix
-    product with its bias and GELU, one layer-norm form) and runs every other op as its own
-    pass over memory; the layers pick the form that suits the compiler they are traced for.
-    False outside TensorFlow and in eager code.
+    Without XLA, TensorFlow's graph optimizer fuses only the op patterns it knows (such as a
+    matrix product with its bias and GELU) and runs every other op as its own pass over
+    memory; the layers pick the form that suits the compiler they are traced for. False
+    outside TensorFlow and in eager code.
     """
     import keras
 
