@@ -309,6 +309,51 @@ def test_layer_norm_matches_float64_and_keras(rng):
     assert [w.path.split("/")[-1] for w in layer.weights] == ["gamma", "beta"]
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's closed-form training gradient")
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+def test_layer_norm_training_gradients_match_float64_differences(graph, rng):
+    """`_tf_layer_norm_for_training`: the gradients for x, gamma and beta equal central
+    differences of the float64 layer norm, and the values the inference path's."""
+    import tensorflow as tf
+
+    x = (rng.standard_normal((2, 3, 8)) * 3 + 1).astype("float32")
+    upstream = rng.standard_normal((2, 3, 8)).astype("float32")
+    layer = LayerNorm(epsilon=1e-6)
+    layer.build(x.shape)
+    layer.gamma.assign(rng.standard_normal(8).astype("float32"))
+    layer.beta.assign(rng.standard_normal(8).astype("float32"))
+    params = {"x": x.astype("float64"), "gamma": numpy(layer.gamma).astype("float64"),
+              "beta": numpy(layer.beta).astype("float64")}
+
+    def loss64(p):
+        centred = p["x"] - p["x"].mean(-1, keepdims=True)
+        y = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+        return ((y * p["gamma"] + p["beta"]) * upstream).sum()
+
+    expected = {}
+    for name, value in params.items():
+        expected[name] = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            plus, minus = dict(params), dict(params)
+            plus[name], minus[name] = value.copy(), value.copy()
+            plus[name][index] += 1e-4
+            minus[name][index] -= 1e-4
+            expected[name][index] = (loss64(plus) - loss64(minus)) / 2e-4
+
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, [x, layer.gamma, layer.beta])
+
+    run = tf.function(run) if graph else run
+    y, grads = run(tf.constant(x))
+    np.testing.assert_allclose(numpy(y), numpy(layer(x, training=False)), rtol=1e-6, atol=1e-6)
+    for name, grad in zip(("x", "gamma", "beta"), grads):
+        np.testing.assert_allclose(numpy(grad), expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
+
+
 def test_layer_norm_statistics_stay_float32_under_mixed_precision(rng):
     x = rng.standard_normal((2, 5, 8)).astype("float32")
     layer = LayerNorm(epsilon=1e-6, dtype="mixed_bfloat16")

@@ -7,7 +7,18 @@ second mean inside `var`; under XLA on CPUs that form's backward pass fuses into
 are recomputed for every transposed weight-gradient operand (JAX, ViT-S/16 train step at batch
 16: gradient 11.9 -> 8.2 s; benchmarks/RESULTS.md). PyTorch keeps Keras' call, its fused native
 kernel.
+
+TensorFlow train steps take the gradient in closed form (`_tf_layer_norm_for_training`), with
+x^ = (x - mean) * inv and g = upstream * gamma:
+
+    dx = inv (g - mean(g) - x^ mean(g x^)),   dgamma = sum(upstream x^),   dbeta = sum(upstream)
+
+about ten passes over the (tokens, D) activation where TensorFlow's autodiff of the forward ops
+takes some fifteen, none fused without XLA. ViT-S/16 train step at batch 16, interleaved:
+3037 -> 2967 and 2970 -> 2821 ms median (benchmarks/RESULTS.md, session 18).
 """
+
+import functools
 
 import keras
 from keras import ops
@@ -29,13 +40,17 @@ class LayerNorm(keras.layers.LayerNormalization):
     [[-1.2247, 0.0, 1.2247]]
     """
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         last_axis = list(self.axis) in ([-1], [len(inputs.shape) - 1])  # build() made it a list
         if keras.backend.backend() == "torch" or self.rms_scaling or not last_axis:
             return super().call(inputs)
         # Statistics in float32 even under mixed precision, as Keras does.
         dtype = keras.backend.result_type(inputs.dtype, "float32")
         x = ops.cast(inputs, dtype)
+        if training and keras.backend.backend() == "tensorflow" and self.scale and self.center:
+            y = _tf_layer_norm_for_training(self.epsilon)(
+                x, ops.cast(self.gamma, dtype), ops.cast(self.beta, dtype))
+            return ops.cast(y, self.compute_dtype)
         centred = x - ops.mean(x, axis=-1, keepdims=True)
         variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
         y = centred * ops.rsqrt(variance + self.epsilon)
@@ -44,3 +59,27 @@ class LayerNorm(keras.layers.LayerNormalization):
         if self.center:
             y = y + ops.cast(self.beta, dtype)
         return ops.cast(y, self.compute_dtype)
+
+
+@functools.cache
+def _tf_layer_norm_for_training(epsilon):
+    """(x, gamma, beta) -> layer norm over the last axis, with the closed-form gradient of the
+    module docstring; the same forward ops as `LayerNorm.call`."""
+    import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
+
+    @tf.custom_gradient
+    def layer_norm(x, gamma, beta):
+        centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
+        inv = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True) + epsilon)
+        normalised = centred * inv
+
+        def gradient(upstream):
+            rows = list(range(upstream.shape.rank - 1))
+            g = upstream * gamma
+            d_x = inv * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
+                         - normalised * tf.reduce_mean(g * normalised, axis=-1, keepdims=True))
+            return d_x, tf.reduce_sum(upstream * normalised, rows), tf.reduce_sum(upstream, rows)
+
+        return normalised * gamma + beta, gradient
+
+    return layer_norm
