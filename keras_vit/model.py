@@ -74,10 +74,8 @@ class VisionTransformer(keras.Model):
         return super()._resolve_auto_jit_compile()
 
     def _cpu_runs_faster_in_graph(self):
-        """On TensorFlow without a GPU, whether the encoder's forward multiply-adds per image
+        """TensorFlow: without a GPU, whether the encoder's forward multiply-adds per image
         (tokens x weights per block) reach `CPU_WITHOUT_XLA_MACS`."""
-        if keras.backend.backend() != "tensorflow":
-            return False
         import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
 
         if tf.config.list_logical_devices("GPU"):

@@ -8,6 +8,7 @@ from keras import ops
 
 import keras_vit
 from conftest import BACKEND
+from numpy_vit import layer_norm as numpy_layer_norm
 from keras_vit.layers import (
     Dense,
     LayerNorm,
@@ -76,17 +77,38 @@ def test_learned_2d_position_concatenates_row_and_column_tables():
     np.testing.assert_array_equal(out[1 + 1 * 3 + 2], [3, 4, 50, 60])  # row 1, column 2
 
 
+def _numpy_attention(layer, x):
+    """The layer's multi-head self-attention in NumPy from its official-layout weights, in
+    x's dtype: outputs (B, T, D) and probabilities (B, H, T, T)."""
+    w = {n: numpy(getattr(layer, f"{n}_kernel")) for n in ("query", "key", "value", "out")}
+    b = {n: numpy(getattr(layer, f"{n}_bias")) for n in ("query", "key", "value", "out")}
+    q, k, v = (np.einsum("btd,dhk->bthk", x, w[n]) + b[n] for n in ("query", "key", "value"))
+    logits = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(layer.head_dim)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    out = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", probs, v), w["out"]) + b["out"]
+    return out, probs
+
+
+def _central_differences(loss, arrays, step):
+    """{name: d loss / d arrays[name]} by central differences; `loss` takes the dict."""
+    grads = {}
+    for name, value in arrays.items():
+        grads[name] = np.zeros_like(value)
+        for index in np.ndindex(value.shape):
+            plus, minus = dict(arrays), dict(arrays)
+            plus[name], minus[name] = value.copy(), value.copy()
+            plus[name][index] += step
+            minus[name][index] -= step
+            grads[name][index] = (loss(plus) - loss(minus)) / (2 * step)
+    return grads
+
+
 def test_attention_probabilities_and_output_match_numpy(rng):
     x = rng.standard_normal((2, 5, 8)).astype("float32")
     layer = MultiHeadDotProductAttention(num_heads=2)
     out, probs = layer(x, return_attention_scores=True)
     out, probs = numpy(out), numpy(probs)
-    w = {n: numpy(getattr(layer, f"{n}_kernel")) for n in ("query", "key", "value", "out")}
-    b = {n: numpy(getattr(layer, f"{n}_bias")) for n in ("query", "key", "value", "out")}
-    q, k, v = (np.einsum("btd,dhk->bthk", x, w[n]) + b[n] for n in ("query", "key", "value"))
-    logits = np.einsum("bqhk,bthk->bhqt", q, k) / 2.0  # sqrt(head_dim = 4)
-    expected_probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    expected = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", expected_probs, v), w["out"]) + b["out"]
+    expected, expected_probs = _numpy_attention(layer, x)  # head_dim 4: logits / 2
     np.testing.assert_allclose(probs, expected_probs, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     # The fused path (no probabilities) gives the same output.
@@ -108,27 +130,10 @@ def test_attention_is_the_same_function_in_every_tensorflow_form(training, rng):
     upstream = rng.standard_normal((2, 5, 12)).astype("float32")
     layer = MultiHeadDotProductAttention(num_heads=2)
     layer.build(x.shape)
-    w = {n: numpy(getattr(layer, f"{n}_kernel")) for n in ("query", "key", "value", "out")}
-    b = {n: numpy(getattr(layer, f"{n}_bias")) for n in ("query", "key", "value", "out")}
-    q, k, v = (np.einsum("btd,dhk->bthk", x.astype("float64"), w[n]) + b[n]
-               for n in ("query", "key", "value"))
-    logits = np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(6.0)
-    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    expected = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", probs, v), w["out"]) + b["out"]
-    eps = 1e-3  # central differences of the float64 reference for d(sum(out * upstream))/dx
-
-    def reference_loss(x64):
-        q, k, v = (np.einsum("btd,dhk->bthk", x64, w[n]) + b[n] for n in ("query", "key", "value"))
-        p = np.exp(np.einsum("bqhk,bthk->bhqt", q, k) / np.sqrt(6.0))
-        p /= p.sum(-1, keepdims=True)
-        out = np.einsum("bqhk,hkd->bqd", np.einsum("bhqt,bthk->bqhk", p, v), w["out"]) + b["out"]
-        return (out * upstream).sum()
-
-    expected_grad = np.zeros_like(x, dtype="float64")
-    for index in np.ndindex(x.shape):
-        step = np.zeros_like(x, dtype="float64")
-        step[index] = eps
-        expected_grad[index] = (reference_loss(x + step) - reference_loss(x - step)) / (2 * eps)
+    expected, _ = _numpy_attention(layer, x.astype("float64"))
+    expected_grad = _central_differences(
+        lambda p: (_numpy_attention(layer, p["x"])[0] * upstream).sum(),
+        {"x": x.astype("float64")}, step=1e-3)["x"]
 
     def output_and_gradient(x):
         with tf.GradientTape() as tape:
@@ -296,9 +301,7 @@ def test_layer_norm_matches_float64_and_keras(rng):
     gamma = rng.standard_normal(16).astype("float32")
     beta = rng.standard_normal(16).astype("float32")
     layer.set_weights([gamma, beta])
-    x64 = x.astype("float64")
-    centred = x64 - x64.mean(-1, keepdims=True)
-    expected = centred / np.sqrt((centred**2).mean(-1, keepdims=True) + 1e-6) * gamma + beta
+    expected = numpy_layer_norm(x.astype("float64"), gamma, beta, eps=1e-6)
     np.testing.assert_allclose(numpy(layer(x)), expected, rtol=0, atol=1e-3)
     # On well-centred data it is Keras' LayerNormalization, with the same weights.
     z = rng.standard_normal((3, 7, 16)).astype("float32")
@@ -325,20 +328,9 @@ def test_layer_norm_training_gradients_match_float64_differences(graph, rng):
     params = {"x": x.astype("float64"), "gamma": numpy(layer.gamma).astype("float64"),
               "beta": numpy(layer.beta).astype("float64")}
 
-    def loss64(p):
-        centred = p["x"] - p["x"].mean(-1, keepdims=True)
-        y = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
-        return ((y * p["gamma"] + p["beta"]) * upstream).sum()
-
-    expected = {}
-    for name, value in params.items():
-        expected[name] = np.zeros_like(value)
-        for index in np.ndindex(value.shape):
-            plus, minus = dict(params), dict(params)
-            plus[name], minus[name] = value.copy(), value.copy()
-            plus[name][index] += 1e-4
-            minus[name][index] -= 1e-4
-            expected[name][index] = (loss64(plus) - loss64(minus)) / 2e-4
+    expected = _central_differences(
+        lambda p: (numpy_layer_norm(p["x"], p["gamma"], p["beta"], eps=1e-6) * upstream).sum(),
+        params, step=1e-4)
 
     def run(x):
         with tf.GradientTape() as tape:

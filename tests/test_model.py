@@ -309,13 +309,13 @@ def _xla_per_step(model, monkeypatch):
         jit_compile_arguments.append(bool(kwargs.get("jit_compile")))
         return function(*args, **kwargs)
 
-    monkeypatch.setattr(tf, "function", spy)
     seen = {}
-    for step in ("train", "test", "predict"):
-        jit_compile_arguments.clear()
-        getattr(model, f"make_{step}_function")(force=True)
-        seen[step] = any(jit_compile_arguments)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(tf, "function", spy)
+        for step in ("train", "test", "predict"):
+            jit_compile_arguments.clear()
+            getattr(model, f"make_{step}_function")(force=True)
+            seen[step] = any(jit_compile_arguments)
     return seen
 
 

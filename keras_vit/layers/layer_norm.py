@@ -51,14 +51,20 @@ class LayerNorm(keras.layers.LayerNormalization):
             y = _tf_layer_norm_for_training(self.epsilon)(
                 x, ops.cast(self.gamma, dtype), ops.cast(self.beta, dtype))
             return ops.cast(y, self.compute_dtype)
-        centred = x - ops.mean(x, axis=-1, keepdims=True)
-        variance = ops.mean(ops.square(centred), axis=-1, keepdims=True)
-        y = centred * ops.rsqrt(variance + self.epsilon)
+        y, _ = _normalised(x, self.epsilon)
         if self.scale:
             y = y * ops.cast(self.gamma, dtype)
         if self.center:
             y = y + ops.cast(self.beta, dtype)
         return ops.cast(y, self.compute_dtype)
+
+
+def _normalised(x, epsilon):
+    """(x - mean) * rsqrt(var + eps) over the last axis, the variance from the centred x; and
+    that rsqrt."""
+    centred = x - ops.mean(x, axis=-1, keepdims=True)
+    inv = ops.rsqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True) + epsilon)
+    return centred * inv, inv
 
 
 @functools.cache
@@ -69,9 +75,7 @@ def _tf_layer_norm_for_training(epsilon):
 
     @tf.custom_gradient
     def layer_norm(x, gamma, beta):
-        centred = x - tf.reduce_mean(x, axis=-1, keepdims=True)
-        inv = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True) + epsilon)
-        normalised = centred * inv
+        normalised, inv = _normalised(x, epsilon)
 
         def gradient(upstream):
             rows = list(range(upstream.shape.rank - 1))
