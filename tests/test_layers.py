@@ -398,6 +398,39 @@ def test_affine_and_dense_match_numpy_on_any_rank(rng):
     np.testing.assert_allclose(numpy(ours(x[0])), numpy(theirs(x[0])), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's training-step gradient")
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
+@pytest.mark.parametrize("rank", [2, 3])
+def test_affine_training_gradients_match_numpy(graph, rank, rng):
+    """`_tf_affine_for_training` (input gradient through a transposed kernel copy): values
+    and the gradients of sum(y * c) for x, kernel and bias are NumPy's."""
+    import tensorflow as tf
+
+    from keras_vit.layers.dense import affine
+
+    shape = (2, 7, 6) if rank == 3 else (14, 6)
+    x = rng.standard_normal(shape).astype("float32")
+    w = rng.standard_normal((6, 10)).astype("float32")
+    b = rng.standard_normal(10).astype("float32")
+    c = rng.standard_normal((*shape[:-1], 10))
+
+    def run(x, w, b):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w, b])
+            y = affine(x, w, b, training=True)
+            loss = tf.reduce_sum(y * tf.constant(c, tf.float32))
+        return y, tape.gradient(loss, [x, w, b])
+
+    run = tf.function(run) if graph else run
+    y, (d_x, d_w, d_b) = run(*(tf.constant(t) for t in (x, w, b)))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    np.testing.assert_allclose(numpy(y), x64 @ w64 + b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy(d_x), c @ w64.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy(d_w), x64.reshape(-1, 6).T @ c.reshape(-1, 10), rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(numpy(d_b), c.reshape(-1, 10).sum(0), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's choice of product kernel")
 @pytest.mark.parametrize("onednn", [True, False])
 def test_affine_and_its_gradients_match_numpy_on_either_kernel(onednn, rng, monkeypatch):

@@ -150,7 +150,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         self.fused_attention = prefers_fused_attention()
         self.built = True
 
-    def _qkv(self, x, query_scale=1.0):
+    def _qkv(self, x, query_scale=1.0, training=None):
         """Queries, keys and values (B, T, 3, H, D/H) from one matrix product, the queries
         times `query_scale`.
 
@@ -169,7 +169,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         bias = ops.concatenate(
             [_scaled(ops.reshape(getattr(self, f"{n}_bias"), (d,)), c)
              for n, c in zip(names, scales)])
-        qkv = affine(x, ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype))
+        qkv = affine(x, ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype), training)
         return ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
 
     def _relative_bias(self, query):
@@ -206,7 +206,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         scale = ops.cast(scale_value, x.dtype)
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
         fused = self.fused_attention and not need_probs  # fused kernels apply the scale
-        qkv = self._qkv(x, query_scale=1.0 if fused else scale_value)
+        qkv = self._qkv(x, query_scale=1.0 if fused else scale_value, training=training)
         if fused:
             probs = None
             if keras.backend.backend() == "torch":
@@ -245,7 +245,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         d = self.num_heads * self.head_dim
         attended = ops.reshape(attended, (-1, num_queries, d))
         out = affine(attended, ops.cast(ops.reshape(self.out_kernel, (d, d)), x.dtype),
-                     ops.cast(self.out_bias, x.dtype))
+                     ops.cast(self.out_bias, x.dtype), training)
         if return_attention_scores:
             return out, probs
         return out

@@ -22,14 +22,18 @@ import functools
 import keras
 from keras import ops
 
+from keras_vit.layers.utils import in_xla_tensorflow_graph
 
-def affine(x, kernel, bias):
+
+def affine(x, kernel, bias, training=None):
     """`x @ kernel + bias` over the last axis of `x` (any rank), kernel (D_in, D_out).
 
     Args:
         x: inputs (..., D_in).
         kernel: (D_in, D_out), in `x`'s dtype.
         bias: (D_out,), in `x`'s dtype.
+        training: whether gradients follow (TensorFlow then takes `_tf_affine_for_training`
+            outside XLA).
 
     Returns:
         (..., D_out).
@@ -45,7 +49,7 @@ def affine(x, kernel, bias):
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return _tf_affine(x, kernel, bias)
+        return _tf_affine(x, kernel, bias, training)
     if backend != "torch":
         return ops.matmul(x, kernel) + bias
     import torch  # noqa: PLC0415 (the torch backend only)
@@ -60,7 +64,7 @@ def affine(x, kernel, bias):
     return rows.reshape(*x.shape[:-1], kernel.shape[-1])
 
 
-def _tf_affine(x, kernel, bias):
+def _tf_affine(x, kernel, bias, training=None):
     """TensorFlow: a 2-D `MatMul` and a `BiasAdd`, the pair that TF's graph optimizer fuses
     into one oneDNN kernel when XLA is off. Keras' `matmul` of a (B, T, D) tensor by a kernel
     is a broadcast batched product, whose kernel gradient is a product per example summed
@@ -70,10 +74,49 @@ def _tf_affine(x, kernel, bias):
     import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
 
     x = tf.convert_to_tensor(x)
-    if x.shape.rank == 2:  # rows already: no reshapes between the product and what follows
-        return tf.nn.bias_add(tf.matmul(x, kernel), bias)
-    rows = tf.nn.bias_add(tf.matmul(tf.reshape(x, (-1, x.shape[-1])), kernel), bias)
+    # Rows already: no reshapes between the product and what follows.
+    rows = x if x.shape.rank == 2 else tf.reshape(x, (-1, x.shape[-1]))
+    if training and not in_xla_tensorflow_graph():
+        rows = _tf_affine_for_training()(
+            rows, tf.convert_to_tensor(kernel), tf.convert_to_tensor(bias))
+    else:
+        rows = tf.nn.bias_add(tf.matmul(rows, kernel), bias)
+    if x.shape.rank == 2:
+        return rows
     return tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [kernel.shape[-1]]], axis=0))
+
+
+@functools.cache
+def _tf_affine_for_training():
+    """rows (N, D_in) @ kernel + bias whose input gradient multiplies by a transposed copy
+    of the kernel, for TensorFlow train steps without XLA.
+
+    Autodiff takes that gradient as `MatMul(upstream, kernel, transpose_b=True)`, and oneDNN
+    runs the transposed-operand product up to ~15% slower than the same product on a
+    row-major (D_out, D_in) matrix; the copy costs one pass over the small kernel. It is made
+    by `einsum`, because TensorFlow's graph optimizer folds a `Transpose` feeding a product
+    back into `transpose_b`. ViT-S/16 projections at batch 16, forward and backward:
+    16.7 -> 15.2 ms (384 -> 1152), 22.3 -> 20.5 ms (384 -> 1536) (benchmarks/RESULTS.md,
+    session 19). The weight gradient (`transpose_a`, no slower) and the bias gradient are
+    autodiff's.
+    """
+    import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
+
+    @tf.custom_gradient
+    def affine_rows(rows, kernel, bias):
+        def gradient(upstream):
+            d_in, d_out = kernel.shape
+            # (D_out, D_in) through a 3-D transpose and a reshape, a pattern that the graph
+            # optimizer leaves alone (a 2-D `Transpose` feeding the product it folds away;
+            # `einsum` is as fast for the product but oneDNN's einsum costs ~0.4 ms a call).
+            kernel_t = tf.reshape(tf.transpose(kernel[:, :, None], (1, 0, 2)), (d_out, d_in))
+            return (tf.matmul(upstream, kernel_t),
+                    tf.matmul(rows, upstream, transpose_a=True),
+                    tf.raw_ops.BiasAddGrad(out_backprop=upstream))
+
+        return tf.nn.bias_add(tf.matmul(rows, kernel), bias), gradient
+
+    return affine_rows
 
 
 def _onednn_linear(rows, weight, bias):
@@ -141,7 +184,7 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if self.bias is None:
             return super().call(inputs, training=training)
-        return self.activation(affine(inputs, self.kernel, self.bias))
+        return self.activation(affine(inputs, self.kernel, self.bias, training))
 
     def quantize(self, mode=None, type_check=True, config=None):
         # Keras' type check refuses subclasses of Dense; this one changes only the float call,
