@@ -346,6 +346,76 @@ def test_layer_norm_training_gradients_match_float64_differences(graph, rng):
         np.testing.assert_allclose(numpy(grad), expected[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's closed-form training gradient")
+def test_layer_norm_normalise_gradient_matches_float64_differences(rng):
+    """`LayerNorm.normalise` in a train step: x^ = (x - mean) * rsqrt(var + eps) and its
+    gradient against central differences of the float64 form (gamma 1, beta 0)."""
+    import tensorflow as tf
+
+    x = (rng.standard_normal((2, 3, 8)) * 3 + 1).astype("float32")
+    upstream = rng.standard_normal((2, 3, 8)).astype("float32")
+    layer = LayerNorm(epsilon=1e-6)
+    layer.build(x.shape)
+    ones, zeros = np.ones(8), np.zeros(8)
+    expected = _central_differences(
+        lambda p: (numpy_layer_norm(p["x"], ones, zeros, eps=1e-6) * upstream).sum(),
+        {"x": x.astype("float64")}, step=1e-4)
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer.normalise(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        return y, tape.gradient(loss, x)
+
+    y, grad = run(tf.constant(x))
+    np.testing.assert_allclose(numpy(y), numpy_layer_norm(x.astype("float64"), ones, zeros,
+                                                          eps=1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy(grad), expected["x"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the fold applies to TensorFlow train steps")
+def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkeypatch):
+    """A train step of `TransformerBlock` with its layer norms' gamma and beta folded into the
+    q/k/v and first MLP products: the same outputs and gradients (x and every weight) as
+    with the layer norms applied on their own."""
+    import tensorflow as tf
+
+    from keras_vit.layers.layer_norm import LayerNorm as LayerNormClass
+
+    x = rng.standard_normal((2, 5, 16)).astype("float32")
+    upstream = rng.standard_normal((2, 5, 16)).astype("float32")
+    block = TransformerBlock(num_heads=2, mlp_dim=32)
+    block.build(x.shape)
+    for weight in block.weights:  # non-trivial gamma and beta, as after training
+        weight.assign(rng.standard_normal(weight.shape).astype("float32") * 0.5)
+
+    def step():
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = block(x, training=True)
+                loss = tf.reduce_sum(y * upstream)
+            return y, tape.gradient(loss, [x] + block.trainable_weights)
+
+        return run(tf.constant(x))
+
+    assert block.layer_norm_0.folds_into_next_product(training=True)
+    folded = step()
+    with monkeypatch.context() as patch:
+        patch.setattr(LayerNormClass, "folds_into_next_product", lambda self, training=None: False)
+        plain = step()
+    np.testing.assert_allclose(numpy(folded[0]), numpy(plain[0]), rtol=1e-5, atol=1e-5)
+    names = ["x"] + [w.path for w in block.trainable_weights]
+    for name, a, b in zip(names, folded[1], plain[1]):
+        np.testing.assert_allclose(numpy(a), numpy(b), rtol=1e-4, atol=1e-4, err_msg=name)
+    # The plain path is the reference: inference (no fold) gives the same values.
+    np.testing.assert_allclose(numpy(block(x, training=False)), numpy(plain[0]), rtol=1e-5,
+                               atol=1e-5)
+
+
 def test_layer_norm_statistics_stay_float32_under_mixed_precision(rng):
     x = rng.standard_normal((2, 5, 8)).astype("float32")
     layer = LayerNorm(epsilon=1e-6, dtype="mixed_bfloat16")

@@ -13,7 +13,7 @@ import math
 import keras
 from keras import ops
 
-from keras_vit.layers.dense import affine
+from keras_vit.layers.dense import affine, fold_scale_and_offset
 from keras_vit.layers.utils import dropout, in_xla_tensorflow_graph
 
 
@@ -119,6 +119,10 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             still come from all T tokens): the output is (B, num_queries, D) and equals the
             first rows of the full output, probabilities (B, H, num_queries, T). ViT uses 1 in
             its last block when only the class token is read.
+        input_scale_and_offset: optional (scale, offset), each (D,): attend over
+            `x * scale + offset` by folding both into the q/k/v product
+            (`fold_scale_and_offset`); `TransformerBlock` passes its layer norm's gamma and beta
+            when `LayerNorm.folds_into_next_product`.
 
     Example:
 
@@ -165,7 +169,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         self.fused_attention = prefers_fused_attention()
         self.built = True
 
-    def _qkv(self, x, query_scale=1.0, training=None):
+    def _qkv(self, x, query_scale=1.0, training=None, input_scale_and_offset=None):
         """Queries, keys and values (B, T, 3, H, D/H) from one matrix product, the queries
         times `query_scale`.
 
@@ -184,6 +188,8 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         bias = ops.concatenate(
             [_scaled(ops.reshape(getattr(self, f"{n}_bias"), (d,)), c)
              for n, c in zip(names, scales)])
+        if input_scale_and_offset is not None:
+            kernel, bias = fold_scale_and_offset(kernel, bias, *input_scale_and_offset)
         qkv = affine(x, ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype), training)
         return ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
 
@@ -215,13 +221,15 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             query, key, value, attn_mask=bias, scale=scale)
         return attended.transpose(1, 2)
 
-    def call(self, x, training=None, return_attention_scores=False, num_queries=None):
+    def call(self, x, training=None, return_attention_scores=False, num_queries=None,
+             input_scale_and_offset=None):
         num_queries = x.shape[1] if num_queries is None else num_queries
         scale_value = 1.0 / math.sqrt(self.head_dim)
         scale = ops.cast(scale_value, x.dtype)
         need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
         fused = self.fused_attention and not need_probs  # fused kernels apply the scale
-        qkv = self._qkv(x, query_scale=1.0 if fused else scale_value, training=training)
+        qkv = self._qkv(x, query_scale=1.0 if fused else scale_value, training=training,
+                        input_scale_and_offset=input_scale_and_offset)
         if fused:
             probs = None
             if keras.backend.backend() == "torch":
@@ -269,7 +277,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         return input_shape
 
     def compute_output_spec(self, x, training=None, return_attention_scores=False,
-                            num_queries=None):
+                            num_queries=None, input_scale_and_offset=None):
         return token_output_spec(self, x, return_attention_scores, num_queries)
 
     def get_config(self):

@@ -23,6 +23,8 @@ import functools
 import keras
 from keras import ops
 
+from keras_vit.layers.utils import in_xla_tensorflow_graph
+
 
 @keras.saving.register_keras_serializable(package="keras_vit")
 class LayerNorm(keras.layers.LayerNormalization):
@@ -39,6 +41,33 @@ class LayerNorm(keras.layers.LayerNormalization):
     >>> np.round(keras.ops.convert_to_numpy(y).astype("float64"), 4).tolist()
     [[-1.2247, 0.0, 1.2247]]
     """
+
+    def folds_into_next_product(self, training=None):
+        """Whether `normalise` followed by a product that folds in `gamma` and `beta` (see
+        `keras_vit.layers.dense.fold_scale_and_offset`) is this layer's fastest form: in
+        TensorFlow train steps without XLA, for a float32 layer norm over the last axis with
+        both `gamma` and `beta`.
+
+        The folded form computes the same function without the two passes that apply
+        `gamma` and `beta` to the (tokens, D) activation, nor the two in their gradient that
+        multiply by gamma and form upstream * x^: the product's own gradients carry them, and
+        gamma's and beta's gradients come from the (D, D_out) kernel's.
+        """
+        return (
+            bool(training)
+            and keras.backend.backend() == "tensorflow"
+            and self.scale and self.center and not self.rms_scaling
+            and list(self.axis) == [-1]
+            and self.compute_dtype == "float32" and self.variable_dtype == "float32"
+            and not in_xla_tensorflow_graph()
+        )
+
+    def normalise(self, inputs, training=None):
+        """(x - mean) * rsqrt(var + eps) over the last axis, without `gamma` and `beta`: the
+        form for `folds_into_next_product`, which applies them in the next product."""
+        if training and keras.backend.backend() == "tensorflow":
+            return _tf_normalise_for_training(self.epsilon)(inputs)
+        return _normalised(inputs, self.epsilon)[0]
 
     def call(self, inputs, training=None):
         last_axis = list(self.axis) in ([-1], [len(inputs.shape) - 1])  # build() made it a list
@@ -67,6 +96,15 @@ def _normalised(x, epsilon):
     return centred * inv, inv
 
 
+def _normalisation_gradient(d_normalised, normalised, inv):
+    """The gradient through x^ = (x - mean) * inv for x, given x^'s gradient."""
+    import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
+
+    return inv * (d_normalised - tf.reduce_mean(d_normalised, axis=-1, keepdims=True)
+                  - normalised * tf.reduce_mean(d_normalised * normalised, axis=-1,
+                                                keepdims=True))
+
+
 @functools.cache
 def _tf_layer_norm_for_training(epsilon):
     """(x, gamma, beta) -> layer norm over the last axis, with the closed-form gradient of the
@@ -79,11 +117,22 @@ def _tf_layer_norm_for_training(epsilon):
 
         def gradient(upstream):
             rows = list(range(upstream.shape.rank - 1))
-            g = upstream * gamma
-            d_x = inv * (g - tf.reduce_mean(g, axis=-1, keepdims=True)
-                         - normalised * tf.reduce_mean(g * normalised, axis=-1, keepdims=True))
+            d_x = _normalisation_gradient(upstream * gamma, normalised, inv)
             return d_x, tf.reduce_sum(upstream * normalised, rows), tf.reduce_sum(upstream, rows)
 
         return normalised * gamma + beta, gradient
 
     return layer_norm
+
+
+@functools.cache
+def _tf_normalise_for_training(epsilon):
+    """x -> (x - mean) * rsqrt(var + eps) over the last axis, with the closed-form gradient."""
+    import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
+
+    @tf.custom_gradient
+    def normalise(x):
+        normalised, inv = _normalised(x, epsilon)
+        return normalised, lambda upstream: _normalisation_gradient(upstream, normalised, inv)
+
+    return normalise

@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_vit.layers.activations import gelu
 from keras_vit.layers.attention import MultiHeadDotProductAttention, token_output_spec
-from keras_vit.layers.dense import Dense
+from keras_vit.layers.dense import Dense, affine, fold_scale_and_offset
 from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.utils import dropout, dtype_config
 
@@ -30,6 +30,13 @@ class MlpBlock(keras.layers.Layer):
         gelu_approximate: tanh-approximate GELU (the official checkpoints' training) when True,
             exact erf GELU (timm, HF transformers) when False.
         **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        x: tokens (..., D).
+        training: whether dropout is active.
+        input_scale_and_offset: optional (scale, offset), each (D,): the MLP of
+            `x * scale + offset`, both folded into the first product (see
+            `MultiHeadDotProductAttention`).
 
     Example:
 
@@ -60,12 +67,18 @@ class MlpBlock(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.built = True
 
-    def call(self, x, training=None):
+    def call(self, x, training=None, input_scale_and_offset=None):
         # Token by token, so on the (tokens, D) rows: without XLA, TensorFlow then fuses the
         # first product, its bias and GELU into one oneDNN kernel (a reshape between them
         # hides the pattern); other backends take the same products either way.
         rows = ops.reshape(x, (-1, x.shape[-1]))
-        y = gelu(self.dense_0(rows), self.gelu_approximate, training)
+        if input_scale_and_offset is None:
+            y = self.dense_0(rows)
+        else:  # the MLP of x * scale + offset, both folded into the first product
+            kernel, bias = fold_scale_and_offset(
+                self.dense_0.kernel, self.dense_0.bias, *input_scale_and_offset)
+            y = affine(rows, kernel, bias, training)
+        y = gelu(y, self.gelu_approximate, training)
         y = dropout(self.dropout, y, training)
         y = dropout(self.dropout, self.dense_1(y), training)
         return ops.reshape(y, ops.shape(x))
@@ -180,18 +193,29 @@ class TransformerBlock(keras.layers.Layer):
         mask = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator))
         return branch * ops.cast(mask / keep, branch.dtype)
 
+    def _layer_norm(self, layer_norm, x, training):
+        """LN(x) as (input, scale and offset for the next product): (LN(x), None), or, where
+        `LayerNorm.folds_into_next_product`, the normalised x and (gamma, beta)."""
+        if not layer_norm.folds_into_next_product(training):
+            return layer_norm(x), None
+        scale_and_offset = (ops.convert_to_tensor(layer_norm.gamma),
+                            ops.convert_to_tensor(layer_norm.beta))
+        return layer_norm.normalise(x, training), scale_and_offset
+
     def call(self, x, training=None, return_attention_scores=False, num_queries=None):
-        y = self.layer_norm_0(x)
+        y, scale_and_offset = self._layer_norm(self.layer_norm_0, x, training)
+        attention_args = {"training": training, "num_queries": num_queries,
+                          "input_scale_and_offset": scale_and_offset}
         if return_attention_scores:
-            y, probs = self.attention(y, training=training, return_attention_scores=True,
-                                      num_queries=num_queries)
+            y, probs = self.attention(y, return_attention_scores=True, **attention_args)
         else:
-            y = self.attention(y, training=training, num_queries=num_queries)
+            y = self.attention(y, **attention_args)
         if num_queries is not None:
             x = x[:, :num_queries]
         y = dropout(self.dropout, y, training)
         x = x + self._drop_path(y, training)  # Eq. 2
-        y = self.mlp(self.layer_norm_2(x), training=training)
+        y, scale_and_offset = self._layer_norm(self.layer_norm_2, x, training)
+        y = self.mlp(y, training=training, input_scale_and_offset=scale_and_offset)
         x = x + self._drop_path(y, training)  # Eq. 3
         if return_attention_scores:
             return x, probs
