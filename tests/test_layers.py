@@ -377,9 +377,9 @@ def test_layer_norm_normalise_gradient_matches_float64_differences(rng):
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="the fold applies to TensorFlow train steps")
 def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkeypatch):
-    """A train step of `TransformerBlock` with its layer norms' gamma and beta folded into the
-    q/k/v and first MLP products: the same outputs and gradients (x and every weight) as
-    with the layer norms applied on their own."""
+    """A train step of `TransformerBlock` in a TensorFlow graph, with its layer norms' gamma
+    and beta folded into the q/k/v and first MLP products: the same outputs and gradients
+    (x and every weight) as with the layer norms applied on their own."""
     import tensorflow as tf
 
     from keras_vit.layers.layer_norm import LayerNorm as LayerNormClass
@@ -391,9 +391,12 @@ def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkey
     for weight in block.weights:  # non-trivial gamma and beta, as after training
         weight.assign(rng.standard_normal(weight.shape).astype("float32") * 0.5)
 
+    folds = []
+
     def step():
         @tf.function
         def run(x):
+            folds.append(block.layer_norm_0.folds_into_next_product(training=True))
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = block(x, training=True)
@@ -402,18 +405,25 @@ def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkey
 
         return run(tf.constant(x))
 
-    assert block.layer_norm_0.folds_into_next_product(training=True)
     folded = step()
     with monkeypatch.context() as patch:
         patch.setattr(LayerNormClass, "folds_into_next_product", lambda self, training=None: False)
         plain = step()
+    assert folds == [True, False]  # traced once folded, once plain
     np.testing.assert_allclose(numpy(folded[0]), numpy(plain[0]), rtol=1e-5, atol=1e-5)
     names = ["x"] + [w.path for w in block.trainable_weights]
     for name, a, b in zip(names, folded[1], plain[1]):
         np.testing.assert_allclose(numpy(a), numpy(b), rtol=1e-4, atol=1e-4, err_msg=name)
-    # The plain path is the reference: inference (no fold) gives the same values.
-    np.testing.assert_allclose(numpy(block(x, training=False)), numpy(plain[0]), rtol=1e-5,
-                               atol=1e-5)
+    # Inference: a graph folds, eager calls do not; the same values. Also with an int8 MLP,
+    # whose quantized kernel takes gamma and beta on its input instead.
+    eager = block(x, training=False)
+    np.testing.assert_allclose(numpy(eager), numpy(plain[0]), rtol=1e-5, atol=1e-5)
+    infer = tf.function(lambda x: block(x, training=False))
+    np.testing.assert_allclose(numpy(infer(tf.constant(x))), numpy(eager), rtol=1e-5, atol=1e-5)
+    block.mlp.dense_0.quantize("int8")
+    infer = tf.function(lambda x: block(x, training=False))
+    np.testing.assert_allclose(numpy(infer(tf.constant(x))), numpy(block(x, training=False)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_layer_norm_statistics_stay_float32_under_mixed_precision(rng):

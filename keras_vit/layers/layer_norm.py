@@ -45,21 +45,27 @@ class LayerNorm(keras.layers.LayerNormalization):
     def folds_into_next_product(self, training=None):
         """Whether `normalise` followed by a product that folds in `gamma` and `beta` (see
         `keras_vit.layers.dense.fold_scale_and_offset`) is this layer's fastest form: in
-        TensorFlow train steps without XLA, for a float32 layer norm over the last axis with
-        both `gamma` and `beta`.
+        TensorFlow graphs without XLA (how larger models run on CPUs, `VisionTransformer`), for
+        a float32 layer norm over the last axis with both `gamma` and `beta`.
 
-        The folded form computes the same function without the two passes that apply
-        `gamma` and `beta` to the (tokens, D) activation, nor the two in their gradient that
-        multiply by gamma and form upstream * x^: the product's own gradients carry them, and
-        gamma's and beta's gradients come from the (D, D_out) kernel's.
+        The folded form computes the same function without the two passes that apply `gamma`
+        and `beta` to the (tokens, D) activation and, in train steps, the two in their
+        gradient that multiply by gamma and form upstream * x^: the product's own gradients
+        carry them, and gamma's and beta's come from the (D, D_out) kernel's. ViT-S/16 train
+        step at batch 16: 1.013x and 1.016x (median ratio of interleaved steps); ViT-Ti/16
+        inference at batch 32: see benchmarks/RESULTS.md, session 19. Eager calls keep the
+        plain form, where the fold's small ops would cost more than they save.
         """
+        del training  # the same choice for inference and training
+        if keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
+
         return (
-            bool(training)
-            and keras.backend.backend() == "tensorflow"
+            not tf.executing_eagerly() and not in_xla_tensorflow_graph()
             and self.scale and self.center and not self.rms_scaling
             and list(self.axis) == [-1]
             and self.compute_dtype == "float32" and self.variable_dtype == "float32"
-            and not in_xla_tensorflow_graph()
         )
 
     def normalise(self, inputs, training=None):

@@ -74,6 +74,9 @@ class MlpBlock(keras.layers.Layer):
         rows = ops.reshape(x, (-1, x.shape[-1]))
         if input_scale_and_offset is None:
             y = self.dense_0(rows)
+        elif self.dense_0.quantization_mode:  # quantized kernels take no fold
+            scale, offset = input_scale_and_offset
+            y = self.dense_0(rows * scale + offset)
         else:  # the MLP of x * scale + offset, both folded into the first product
             kernel, bias = fold_scale_and_offset(
                 self.dense_0.kernel, self.dense_0.bias, *input_scale_and_offset)
