@@ -90,8 +90,9 @@ def _tf_affine(x, kernel, bias, training=None):
     into one oneDNN kernel when XLA is off. Keras' `matmul` of a (B, T, D) tensor by a kernel
     is a broadcast batched product, whose kernel gradient is a product per example summed
     over the batch, and `+ bias` a broadcast add whose gradient is a general reduction; here
-    the kernel's gradient is one product and the bias's a `BiasAddGrad`. Under XLA (the
-    default on TensorFlow) both forms compile to the same code."""
+    the kernel's gradient is one product and the bias's a `BiasAddGrad` (train steps without
+    XLA take `_tf_affine_for_training`'s gradients). Under XLA both forms compile to the same
+    code."""
     import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
 
     x = tf.convert_to_tensor(x)
@@ -109,17 +110,16 @@ def _tf_affine(x, kernel, bias, training=None):
 
 @functools.cache
 def _tf_affine_for_training():
-    """rows (N, D_in) @ kernel + bias whose input gradient multiplies by a transposed copy
-    of the kernel, for TensorFlow train steps without XLA.
+    """rows (N, D_in) @ kernel + bias with hand-written gradients, for TensorFlow train steps
+    without XLA.
 
-    Autodiff takes that gradient as `MatMul(upstream, kernel, transpose_b=True)`, and oneDNN
-    runs the transposed-operand product up to ~15% slower than the same product on a
-    row-major (D_out, D_in) matrix; the copy costs one pass over the small kernel. It is made
-    by `einsum`, because TensorFlow's graph optimizer folds a `Transpose` feeding a product
-    back into `transpose_b`. ViT-S/16 projections at batch 16, forward and backward:
-    16.7 -> 15.2 ms (384 -> 1152), 22.3 -> 20.5 ms (384 -> 1536) (benchmarks/RESULTS.md,
-    session 19). The weight gradient (`transpose_a`, no slower) and the bias gradient are
-    autodiff's.
+    Autodiff takes the input gradient as `MatMul(upstream, kernel, transpose_b=True)`, and
+    oneDNN runs that transposed-operand product up to ~15% slower than the same product on a
+    row-major (D_out, D_in) matrix; a transposed copy of the kernel costs one pass over the
+    small kernel. ViT-S/16 projections at batch 16, forward and backward: 16.6 -> 15.4 ms
+    (384 -> 1152), 23.1 -> 20.5 ms (384 -> 1536); S/16 train step 1.025-1.029x
+    (benchmarks/RESULTS.md, session 19). The weight gradient (`transpose_a`, no slower) is
+    autodiff's product; the bias gradient is a product too (see below).
     """
     import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
 

@@ -52,9 +52,9 @@ class LayerNorm(keras.layers.LayerNormalization):
         and `beta` to the (tokens, D) activation and, in train steps, the two in their
         gradient that multiply by gamma and form upstream * x^: the product's own gradients
         carry them, and gamma's and beta's come from the (D, D_out) kernel's. ViT-S/16 train
-        step at batch 16: 1.013x and 1.016x (median ratio of interleaved steps); ViT-Ti/16
-        inference at batch 32: see benchmarks/RESULTS.md, session 19. Eager calls keep the
-        plain form, where the fold's small ops would cost more than they save.
+        step at batch 16: 1.013x and 1.016x, ViT-Ti/16 inference at batch 32: 1.021x and
+        1.029x (median ratios of interleaved steps; benchmarks/RESULTS.md, session 19). Eager
+        calls keep the plain form, where the fold's small ops would cost more than they save.
         """
         del training  # the same choice for inference and training
         if keras.backend.backend() != "tensorflow":
