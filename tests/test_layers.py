@@ -382,8 +382,6 @@ def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkey
     (x and every weight) as with the layer norms applied on their own."""
     import tensorflow as tf
 
-    from keras_vit.layers.layer_norm import LayerNorm as LayerNormClass
-
     x = rng.standard_normal((2, 5, 16)).astype("float32")
     upstream = rng.standard_normal((2, 5, 16)).astype("float32")
     block = TransformerBlock(num_heads=2, mlp_dim=32)
@@ -396,7 +394,7 @@ def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkey
     def step():
         @tf.function
         def run(x):
-            folds.append(block.layer_norm_0.folds_into_next_product(training=True))
+            folds.append(block.layer_norm_0.folds_into_next_product())
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = block(x, training=True)
@@ -407,7 +405,7 @@ def test_block_with_layer_norms_folded_into_products_trains_the_same(rng, monkey
 
     folded = step()
     with monkeypatch.context() as patch:
-        patch.setattr(LayerNormClass, "folds_into_next_product", lambda self, training=None: False)
+        patch.setattr(LayerNorm, "folds_into_next_product", lambda self: False)
         plain = step()
     assert folds == [True, False]  # traced once folded, once plain
     np.testing.assert_allclose(numpy(folded[0]), numpy(plain[0]), rtol=1e-5, atol=1e-5)

@@ -42,7 +42,7 @@ class LayerNorm(keras.layers.LayerNormalization):
     [[-1.2247, 0.0, 1.2247]]
     """
 
-    def folds_into_next_product(self, training=None):
+    def folds_into_next_product(self):
         """Whether `normalise` followed by a product that folds in `gamma` and `beta` (see
         `keras_vit.layers.dense.fold_scale_and_offset`) is this layer's fastest form: in
         TensorFlow graphs without XLA (how larger models run on CPUs, `VisionTransformer`), for
@@ -56,7 +56,6 @@ class LayerNorm(keras.layers.LayerNormalization):
         1.029x (median ratios of interleaved steps; benchmarks/RESULTS.md, session 19). Eager
         calls keep the plain form, where the fold's small ops would cost more than they save.
         """
-        del training  # the same choice for inference and training
         if keras.backend.backend() != "tensorflow":
             return False
         import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)

@@ -199,7 +199,7 @@ class TransformerBlock(keras.layers.Layer):
     def _layer_norm(self, layer_norm, x, training):
         """LN(x) as (input, scale and offset for the next product): (LN(x), None), or, where
         `LayerNorm.folds_into_next_product`, the normalised x and (gamma, beta)."""
-        if not layer_norm.folds_into_next_product(training):
+        if not layer_norm.folds_into_next_product():
             return layer_norm(x), None
         scale_and_offset = (ops.convert_to_tensor(layer_norm.gamma),
                             ops.convert_to_tensor(layer_norm.beta))
