@@ -226,7 +226,9 @@ def ViT(
     gelu_approximate = True if gelu_approximate is None else gelu_approximate
     inputs, x = _inputs(image_size, input_tensor, input_shape)
     if include_preprocessing:
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale")(x)
+        # In float32 under mixed precision too: pixels up to 255 in bfloat16 are whole numbers
+        # (spacing 1 from 128 up), which would double the bf16 logit error of the whole model.
+        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale", dtype="float32")(x)
     if resnet_num_layers is not None:
         x = resnet_stem(x, tuple(resnet_num_layers), resnet_width_factor)
     grid = grid_size(tuple(x.shape[1:3]), patch_size)
