@@ -75,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the command line `argv` (default: sys.argv[1:]); returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ logs quiet
     args = build_parser().parse_args(argv)
+    try:
+        import tensorflow  # noqa: F401  (tf.data feeds every backend)
+    except ImportError:
+        print(f"keras-vit {args.command}: error: the keras-vit programs read data with tf.data "
+              "and need TensorFlow, which is not installed here (the library itself does not): "
+              "pip install 'keras-vit[tf]'", file=sys.stderr)
+        return EXIT_USAGE
     import tf_data  # after parsing: --help needs no TensorFlow
 
     try:

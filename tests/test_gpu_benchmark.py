@@ -1,0 +1,46 @@
+"""The accelerator benchmark (benchmarks/gpu/run.sh) runs end to end, as on the GPU image.
+
+A dry run on tiny shapes, on the CPU, with TensorFlow made unimportable as it is on the GPU
+machine: every task runs and writes its row, so the script the GPU sessions depend on cannot
+rot between them. Speed figures from a CPU dry run mean nothing and are not checked.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import once
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+@once
+def test_dry_run_writes_every_row(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path),
+           "PYTHONPATH": os.path.join(HERE, "no_tensorflow")}
+    env.pop("KERAS_BACKEND", None)  # each task sets its own
+    done = subprocess.run([os.path.join(ROOT, "benchmarks", "gpu", "run.sh"), "--dry-run",
+                           "--check-steps", "8"], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads((tmp_path / "dry_run.json").read_text())
+    env_row = next(r for r in rows if r.get("task") == "env")
+    assert env_row["versions"]["keras"].startswith("3.")
+    checks = {r["system"]: r for r in rows if r.get("task") == "check"}
+    assert set(checks) == {"keras_vit-jax", "keras_vit-torch"}
+    for check in checks.values():
+        assert check["fp32_rel_error"] < 1e-4  # the float64 reference, as on the GPU
+        assert check["bf16_rel_error"] < 5e-2
+        assert check["finite"] and check["train_steps"] == 8
+    speed = {(r["system"], r["workload"]): r for r in rows if r.get("task") == "speed"}
+    for system in ("keras_vit-jax", "keras_vit-torch", "keras_hub-jax", "hf", "hf-compile"):
+        for workload in ("train", "infer"):
+            row = speed[system, workload]
+            assert "error" not in row, row
+            assert row["img_per_s"] > 0 and row["mfu"] > 0 and row["dtype"] == "bfloat16"
+    # timm is not installable beside this machine's CPU PyTorch; its row says why
+    timm = speed["timm", "train"]
+    assert "img_per_s" in timm or "timm" in timm["error"]
+    assert "| keras_vit-jax | tiny | train |" in (tmp_path / "table.md").read_text()
