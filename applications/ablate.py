@@ -132,7 +132,7 @@ def train_and_test(setting, source, size, seed, args):
     import keras
 
     import tf_data
-    from applications.schedules import WarmupDecay
+    from keras_vit.schedules import WarmupDecay
 
     keras.utils.set_random_seed(seed)
     config = tf_data.PipelineConfig(image_size=(size, size), batch_size=args.batch_size, seed=seed,

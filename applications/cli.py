@@ -74,7 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line `argv` (default: sys.argv[1:]); returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ logs quiet
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "export" and args.out is None and len(extra) == 1 \
+            and not extra[0].startswith("-"):
+        # `export MODEL --format F OUT`: argparse gives an optional positional its (empty)
+        # value at MODEL, before it reaches OUT.
+        args.out, extra = extra[0], []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         import tensorflow  # noqa: F401  (tf.data feeds every backend)
     except ImportError:

@@ -139,10 +139,15 @@ def resolve(command: str, explicit: dict) -> RunConfig:
         # override (they must then match its shapes).
         from applications import weights as weights_lib
 
-        values.update(weights_lib.source_architecture(start))
+        source = weights_lib.source_architecture(start, with_image_size=True)
+        saved_size = source.pop("image_size", None)
+        values.update(source)
         values["model"] = None
-        if explicit.get("init") and "image_size" not in explicit:
-            values["image_size"] = _saved_image_size(explicit["init"], values["image_size"])
+        if explicit.get("init") and "image_size" not in explicit and saved_size:
+            # A saved model (e.g. pretrain's backbone) is fine-tuned at the resolution it was
+            # built for, not the recipe's 384 px: the recipe's resolution is for checkpoints
+            # pre-trained at 224, and a digits backbone at 384 px would take 36,864 tokens.
+            values["image_size"] = saved_size
     values.update(explicit)
     values["dataset"] = dataset
     values["command"] = command
@@ -151,14 +156,6 @@ def resolve(command: str, explicit: dict) -> RunConfig:
         values["model"] = canonical_variant(values["model"])
     names = {f.name for f in dataclasses.fields(RunConfig)}
     return RunConfig(**{k: v for k, v in values.items() if k in names})
-
-
-def _saved_image_size(path: str, default):
-    """The image size a saved run used (its config.json), else `default`."""
-    try:
-        return load(os.path.dirname(os.path.abspath(path)))["architecture"]["image_size"]
-    except (UsageError, KeyError):
-        return default
 
 
 def canonical_variant(name: str) -> str:

@@ -15,7 +15,7 @@ import os
 import keras
 
 from applications.options import UsageError
-from applications.schedules import WarmupDecay
+from keras_vit.schedules import WarmupDecay
 from applications import weights as weights_lib
 
 

@@ -75,7 +75,7 @@ def pretrain(source, arch, *, epochs, batch_size, lr, weight_decay=0.05, mask_ra
 
     import keras_vit
     import tf_data
-    from applications.schedules import WarmupDecay
+    from keras_vit.schedules import WarmupDecay
 
     keras.utils.set_random_seed(seed)
     config = tf_data.PipelineConfig(image_size=(arch["image_size"],) * 2, batch_size=batch_size,

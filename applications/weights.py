@@ -67,11 +67,13 @@ def transfer_from_saved_model(model: keras.Model, path: str) -> None:
     _assign(model, _official_params(source), path)
 
 
-def source_architecture(spec: str) -> dict:
-    """The ViT architecture of a fine-tuning source, without `image_size`.
+def source_architecture(spec: str, with_image_size: bool = False) -> dict:
+    """The ViT architecture of a fine-tuning source, without `image_size` unless asked.
 
     Read from the run's config.json next to a saved model when there is one,
     else from the saved model's layers or the official checkpoint's shapes.
+    `with_image_size`: also the resolution a saved model (`.keras`, or a run's config.json)
+    was built for; a checkpoint file alone does not fix one.
 
     Raises:
         UsageError: When it cannot be determined (then --model is needed).
@@ -87,13 +89,18 @@ def source_architecture(spec: str) -> dict:
         from applications import config as config_lib
 
         saved = config_lib.load(os.path.dirname(os.path.abspath(spec)))
-        return {k: v for k, v in saved["architecture"].items() if k != "image_size"}
+        return {k: v for k, v in saved["architecture"].items()
+                if with_image_size or k != "image_size"}
     if spec.endswith(".keras"):
         import keras_vit  # noqa: F401
         from keras_vit.weights.loading import model_architecture
 
-        arch = model_architecture(keras.saving.load_model(spec, compile=False))
-        return {k: v for k, v in arch.items() if k != "image_size" and v is not None}
+        model = keras.saving.load_model(spec, compile=False)
+        arch = {k: v for k, v in model_architecture(model).items() if v is not None}
+        size = tuple(model.input_shape[1:3])
+        if with_image_size and None not in size:
+            arch["image_size"] = size[0] if size[0] == size[1] else size
+        return arch
     if spec.endswith(".npz"):
         from keras_vit import checkpoint
 

@@ -2,12 +2,14 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
 
 import keras_vit
 from conftest import BACKEND
 from keras_vit.export import MissingToolchainError, check_toolchain, export_model
+from artifacts import RUNNERS, run_onnx
 from numpy_vit import relative_error
 
 SMALL = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
@@ -32,35 +34,6 @@ def _model(rng, **kwargs):
     return model
 
 
-def run_saved_model(path, images):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    return np.asarray(loaded.serve(tf.constant(images)))
-
-
-def run_onnx(path, images):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(path)
-    return session.run(None, {session.get_inputs()[0].name: images})[0]
-
-
-def run_litert(path, images):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    inputs, outputs = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for image in images:  # the LiteRT signature serves one image at a time
-        interpreter.set_tensor(inputs["index"], image[None])
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(outputs["index"])[0])
-    return np.stack(results)
-
-
-RUNNERS = {"saved_model": run_saved_model, "onnx": run_onnx, "litert": run_litert}
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="each format is produced under TensorFlow; run once")
@@ -111,3 +84,24 @@ def test_missing_toolchain_names_the_extra(monkeypatch):
         check_toolchain("onnx")
     with pytest.raises(ValueError, match="Unknown export format 'coreml'"):
         check_toolchain("coreml")
+
+
+def test_mixed_precision_models_export_in_float32(rng):
+    """A run trained under mixed_bfloat16 saves bf16-computing layers; export takes the
+    float32 model with the same (float32) variables."""
+    from keras_vit.export import as_float32
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        mixed = _model(rng, classifier_activation=None)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    plain = as_float32(mixed)
+    assert {layer.dtype_policy.name for layer in plain._flatten_layers()} == {"float32"}
+    reference = keras_vit.ViT(**SMALL, classifier_activation=None)
+    reference.set_weights(mixed.get_weights())
+    images = _images(rng)
+    np.testing.assert_array_equal(plain.predict(images, verbose=0),
+                                  reference.predict(images, verbose=0))
+    assert as_float32(reference) is reference

@@ -45,9 +45,20 @@ def check_npz_archive(path):
         raise WeightsIntegrityError(f"{path} is corrupt: member {bad!r} fails its CRC check.")
 
 
+def cache_root(cache_dir=None):
+    """The cache root: `cache_dir`, else `$KERAS_HOME`, else `~/.keras` (`/tmp/.keras` where the
+    home folder is not writable): where `keras.utils.get_file` caches, read at each call so
+    that a `KERAS_HOME` set after `import keras` applies too. Keras has no public accessor."""
+    if cache_dir:
+        return os.path.expanduser(cache_dir)
+    if os.environ.get("KERAS_HOME"):
+        return os.path.expanduser(os.environ["KERAS_HOME"])
+    home = os.path.expanduser("~")
+    return os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+
+
 def _cache_path(fname, cache_dir):
-    base = os.path.expanduser(cache_dir or keras.config.keras_home())
-    return os.path.join(base, CACHE_SUBDIR, fname)
+    return os.path.join(cache_root(cache_dir), CACHE_SUBDIR, fname)
 
 
 def _remove(path):
@@ -72,9 +83,10 @@ def fetch(url, fname, sha256=None, cache_dir=None, force_download=False, check=c
         WeightsDownloadError: the transfer failed; nothing is left in the cache.
         WeightsIntegrityError: wrong hash or corrupt file; it was deleted from the cache.
     """
-    if cache_dir is not None:
-        # get_file silently falls back to /tmp/.keras when the directory does not exist yet.
-        os.makedirs(os.path.expanduser(cache_dir), exist_ok=True)
+    # Always an explicit root, made first: get_file silently falls back to /tmp/.keras when
+    # the directory does not exist yet, and the checks below must look where it wrote.
+    cache_dir = cache_root(cache_dir)
+    os.makedirs(cache_dir, exist_ok=True)
     expected_path = _cache_path(fname, cache_dir)
     fresh = force_download or not os.path.exists(expected_path)
     sha256 = sha256.lower() if sha256 else None

@@ -17,9 +17,12 @@ from keras import ops
 DECAYS = ("cosine", "linear")
 
 
-@keras.saving.register_keras_serializable(package="keras_vit_applications")
+@keras.saving.register_keras_serializable(package="keras_vit")
 class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warmup to `base_lr`, then cosine or linear decay to the end.
+
+    Part of the library because a compiled model saved with it carries it: `.keras` files that
+    `keras-vit train` writes load with `import keras_vit` alone.
 
     Args:
         base_lr: Peak learning rate, reached after `warmup_steps`.
@@ -28,6 +31,12 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         decay: "cosine" or "linear".
         end_fraction: Linear decay ends at `base_lr * end_fraction` (vit_jax:
             1e-5 absolute; a fraction keeps it scale-free).
+
+    Example:
+
+    >>> schedule = WarmupDecay(1.0, total_steps=10, warmup_steps=2, decay="linear")
+    >>> [round(float(schedule(step)), 3) for step in (0, 1, 2, 6, 10)]
+    [0.5, 1.0, 1.0, 0.5, 0.0]
     """
 
     def __init__(self, base_lr, total_steps, warmup_steps=0, decay="cosine", end_fraction=0.0):
@@ -63,3 +72,7 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
             "decay": self.decay,
             "end_fraction": self.end_fraction,
         }
+
+
+# Files written before the schedule moved into the library name it by its old registration.
+keras.saving.get_custom_objects()["keras_vit_applications>WarmupDecay"] = WarmupDecay
