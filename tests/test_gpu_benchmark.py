@@ -43,4 +43,10 @@ def test_dry_run_writes_every_row(tmp_path):
     # timm is not installable beside this machine's CPU PyTorch; its row says why
     timm = speed["timm", "train"]
     assert "img_per_s" in timm or "timm" in timm["error"]
-    assert "| keras_vit-jax | tiny | train |" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "| keras_vit-jax | tiny | train |" in table
+    # kernel profiles of the training steps, JAX's and PyTorch's profilers
+    for system in ("keras_vit-jax", "keras_vit-torch"):
+        profile = speed[system, "train"]["profile_ms_per_step"]
+        assert profile[0][0] == "TOTAL" and profile[0][1] > 0 and len(profile) > 3, profile
+        assert f"profile, {system} tiny train" in table

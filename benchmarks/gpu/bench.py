@@ -93,6 +93,67 @@ def time_steps(step, sync, warmup, windows, steps_per_window):
     return statistics.median(per_step), per_step
 
 
+def jax_kernel_profile(step, sync, steps=3, top=25):
+    """The device's busiest kernels over `steps` steps: [(name, ms per step)], from a JAX
+    profiler trace (GPU streams where there are any, else XLA's CPU thunks)."""
+    import collections
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            for _ in range(steps):
+                step()
+            sync()
+        (trace,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+        with gzip.open(trace) as f:
+            events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    processes = {e["pid"]: e["args"]["name"] for e in events
+                 if e.get("ph") == "M" and e.get("name") == "process_name"}
+    devices = {pid for pid, name in processes.items() if "/device:" in name}
+    wanted = devices or {pid for pid, name in processes.items() if "/host:CPU" in name}
+    totals = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and event.get("pid") in wanted and not (
+                not devices and event["name"].startswith(("$", "Pjit", "Common", "Python"))):
+            totals[event["name"]] += event.get("dur", 0.0)
+    return _top(totals, steps, top)
+
+
+def torch_kernel_profile(step, sync, steps=3, top=25):
+    """As `jax_kernel_profile`, from PyTorch's profiler (CUDA kernels, else CPU operators)."""
+    import collections
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    activities = [torch.profiler.ProfilerActivity.CUDA if cuda
+                  else torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as profiler:
+        for _ in range(steps):
+            step()
+        sync()
+    totals = collections.Counter()
+    for event in profiler.key_averages():
+        self_time = (getattr(event, "self_device_time_total", None) or
+                     getattr(event, "self_cuda_time_total", 0)) if cuda else event.self_cpu_time_total
+        if self_time:
+            totals[event.key] += self_time
+    return _top(totals, steps, top)
+
+
+def _top(totals_us, steps, top):
+    """[(name, ms per step)] of the `top` largest, and the total as the first entry."""
+    total = sum(totals_us.values())
+    rows = [("TOTAL", round(total / steps / 1e3, 3))]
+    rows += [(name[:160], round(us / steps / 1e3, 3)) for name, us in totals_us.most_common(top)]
+    return rows
+
+
 def emit(row):
     print("ROW " + json.dumps(row), flush=True)
 
@@ -353,7 +414,17 @@ def _keras_speed(args, arch, workload, batch):
         sync()
     info["first_steps_s"] = time.perf_counter() - start
     seconds, windows = time_steps(step, sync, args.warmup, args.windows, args.steps)
+    if workload in args.profile:
+        info["profile_ms_per_step"] = _profiled(
+            jax_kernel_profile if backend == "jax" else torch_kernel_profile, step, sync)
     return _speed_fields(args, arch, workload, batch, seconds, windows) | info
+
+
+def _profiled(profile, step, sync):
+    try:
+        return profile(step, sync)
+    except Exception as error:  # noqa: BLE001 (a diagnostic; the timing stands without it)
+        return [("profile failed", f"{type(error).__name__}: {str(error)[:300]}")]
 
 
 def _jax_attention_kernel(model, x):
@@ -440,6 +511,8 @@ def _torch_peer_speed(args, arch, workload, batch):
     info["first_steps_s"] = time.perf_counter() - start
     info |= {"device": _device("torch"), "torch_compile": compiled}
     seconds, windows = time_steps(step, sync, args.warmup, args.windows, args.steps)
+    if workload in args.profile:
+        info["profile_ms_per_step"] = _profiled(torch_kernel_profile, step, sync)
     return _speed_fields(args, arch, workload, batch, seconds, windows) | info
 
 
@@ -460,10 +533,10 @@ def _speed_fields(args, arch, workload, batch, seconds, windows):
 
 def plan(args):
     """(name, argv, environment, seconds cap) in priority order."""
-    def speed(system, variant, workloads, cap, backend="torch"):
+    def speed(system, variant, workloads, cap, backend="torch", profile=""):
         return (f"speed {system} {variant} {workloads}",
                 ["--task", "speed", "--system", system, "--variant", variant,
-                 "--workloads", workloads], {"KERAS_BACKEND": backend}, cap)
+                 "--workloads", workloads, "--profile", profile], {"KERAS_BACKEND": backend}, cap)
 
     main = "tiny" if args.dry_run else "ViTB16"
     both = "train,infer"
@@ -471,9 +544,10 @@ def plan(args):
         ("env", ["--task", "env"], {}, 60),
         ("check jax", ["--task", "check"], {"KERAS_BACKEND": "jax"}, 90),
         ("check torch", ["--task", "check"], {"KERAS_BACKEND": "torch"}, 60),
-        speed("keras_vit-jax", main, both, 150, "jax"),
-        speed("timm", main, both, 200),
-        speed("keras_vit-torch", main, both, 90),
+        # Kernel profiles of the training steps: where keras-vit's time goes against timm's.
+        speed("keras_vit-jax", main, both, 150, "jax", profile="train"),
+        speed("timm", main, both, 200, profile="train"),
+        speed("keras_vit-torch", main, both, 90, profile="train"),
         speed("hf", main, both, 75),
         speed("keras_hub-jax", main, both, 130, "jax"),
         speed("hf-compile", main, both, 150),
@@ -573,6 +647,11 @@ def format_table(rows):
             f"{'-' if measured is None else f'{100 * measured:.1f}%'} | {r['step_ms']:.1f} | "
             f"{r['first_steps_s']:.0f} | {notes} |")
     for r in rows:
+        if r.get("profile_ms_per_step"):
+            lines.append(f"\nprofile, {r['system']} {r['variant']} {r['workload']} "
+                         "(ms per step: total, then the busiest kernels):")
+            lines += [f"  {ms:>9} {name}" for name, ms in r["profile_ms_per_step"]]
+    for r in rows:
         if r.get("task") not in ("env", "check", "speed") or "error" in r and r.get("task") != "speed":
             lines.append(f"- {r.get('task_name', r.get('task'))}: "
                          f"{r.get('error') or r.get('skipped')}")
@@ -592,6 +671,7 @@ def main(argv=None):
     parser.add_argument("--variant", default="ViTB16", help=argparse.SUPPRESS)
     parser.add_argument("--workloads", default="train,infer", help=argparse.SUPPRESS)
     parser.add_argument("--measured-tflops", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", default="", help=argparse.SUPPRESS)
     parser.add_argument("--check-steps", type=int, default=200)
     args = parser.parse_args(argv)
     if args.dry_run:
