@@ -36,8 +36,13 @@ def plot_curves(output: str, history: list[dict], title: str = "") -> str | None
     import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "top-1 accuracy")):
+    # One panel per quantity the run logged (pre-training logs a loss and no accuracy).
+    panels = [(key, label) for key, label in (("loss", "loss"), ("accuracy", "top-1 accuracy"))
+              if any(h.get(key) is not None or h.get("val_" + key) is not None for h in history)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = [h.get(prefix + key) for h in history]
             if any(v is not None for v in values):
