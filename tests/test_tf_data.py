@@ -95,7 +95,7 @@ def test_same_seed_same_batches_other_seed_differs(digits_source):
 
 def test_epochs_are_reshuffled_and_reaugmented(digits_source):
     # With repeat, consecutive passes see new orders and new crops.
-    config = tf_data.PipelineConfig(**{**SMALL, "batch_size": 1259})
+    config = tf_data.PipelineConfig(**{**SMALL, "batch_size": 1259}, repeat=True)
     ds = tf_data.build_dataset(digits_source, "train", config, training=True)
     (x1, y1), (x2, y2) = take(ds, 2)
     assert not np.array_equal(y1, y2)

@@ -64,7 +64,9 @@ class PipelineConfig:
         shuffle_buffer: Shuffle buffer size; None: the whole split when its
             undecoded elements are small (paths, tiny arrays), else
             min(split size, 10000).
-        repeat: Training only: repeat forever (use `steps_per_epoch` in fit).
+        repeat: Training only: repeat forever (then pass `steps_per_epoch` to
+            fit, as the `keras-vit` programs do). Off by default: a plain
+            `model.fit(dataset, epochs=N)` ends each epoch after one pass.
         autotune: Let tf.data tune parallelism and prefetching. Off by
             default: with TF 2.21, destroying an autotuned iterator waits for
             the tuning thread's next wake-up, up to 60 s, which stalled the end
@@ -87,7 +89,7 @@ class PipelineConfig:
     one_hot: bool | None = None
     cache: bool | str = "auto"
     shuffle_buffer: int | None = None
-    repeat: bool = True
+    repeat: bool = False
     autotune: bool = False
 
     def __post_init__(self):
