@@ -57,7 +57,7 @@ def affine(x, kernel, bias, training=None):
     x, kernel, bias = (ops.convert_to_tensor(t) for t in (x, kernel, bias))
     rows = x.reshape(-1, x.shape[-1])
     if (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-            and _onednn_linear_is_faster()):
+            and _onednn_linear_is_faster() and _onednn_linear_takes(x.dtype)):
         rows = _onednn_affine_function().apply(rows, kernel, bias)
     else:
         rows = torch.addmm(bias, rows, kernel)
@@ -175,6 +175,24 @@ def _onednn_affine_function():
             return grad_rows, grad_kernel, grad_bias
 
     return _OneDNNAffine
+
+
+@functools.cache
+def _onednn_linear_takes(dtype):
+    """Whether oneDNN's linear kernel runs `dtype` on this CPU, probed once on a tiny product.
+
+    oneDNN builds its bfloat16 inner product only on CPUs with the AVX-512 bf16 or AMX
+    instructions (elsewhere: "could not create a primitive descriptor"); those then take
+    `addmm`, which converts internally.
+    """
+    import torch  # noqa: PLC0415 (the torch backend only)
+
+    try:
+        _onednn_linear(torch.ones((2, 2), dtype=dtype), torch.ones((2, 2), dtype=dtype),
+                       torch.zeros(2, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
 
 
 @functools.cache
