@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from applications import cli
+from conftest import once
 
 BACKEND = keras.backend.backend()
 # Grouped steps on JAX, where `make train` uses them (Keras cannot group them on PyTorch; on
@@ -247,3 +248,82 @@ def test_resume_of_a_finished_run_trains_nothing(trained, tmp_path, capsys):
     assert (out / "events.jsonl").read_text().count('"begin"') == events_before
     assert after["epochs"] == 5 and after["history"] == before["history"]
     assert after["test"]["accuracy"] == pytest.approx(before["test"]["accuracy"], abs=1e-6)
+
+
+def test_resume_from_a_damaged_backup_exits_2_naming_the_file(trained, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(trained, out)
+    state = json.loads((out / "backup" / "state.json").read_text())
+    weights = out / "backup" / state["weights"]
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated copy
+    capsys.readouterr()
+    assert run_cli("train", "--output", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"Backup weights {weights} are not a readable .npz" in err, err
+    assert "Start afresh without --resume" in err
+    (out / "backup" / "state.json").write_text("{not json")
+    assert run_cli("train", "--output", out, "--resume") == 2
+    assert "backup/state.json is unreadable" in capsys.readouterr().err
+
+
+@once
+def test_a_fresh_run_replaces_an_unusable_backup(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "state.json").write_text(json.dumps({"epoch": 3, "weights": "epoch-3.npz"}))
+    assert run_cli("train", "--dataset", "digits", "--output", out, "--steps", 2, *TINY) == 0
+    assert "replacing the previous run's unusable backup (Backup" in capsys.readouterr().out
+    state = json.loads((out / "backup" / "state.json").read_text())
+    assert state["epoch"] >= 1 and (out / "backup" / state["weights"]).exists()
+
+
+@once
+def test_the_default_batch_size_fits_a_small_folder(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "folder"
+    for name, level in (("dark", 40), ("light", 215)):
+        (root / name).mkdir(parents=True)
+        for i in range(50):
+            pixels = np.clip(level + rng.normal(0, 20, (8, 8, 3)), 0, 255).astype("uint8")
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    out = tmp_path / "run"
+    arch = TINY[:-4]  # without --batch-size: the recipe's 512
+    assert run_cli("train", "--dataset", root, "--output", out, "--steps", 2, "--image-size", 8,
+                   "--patch-size", 4, *arch, "--verbose", 0) == 0
+    # 70 training images (100 less 10% validation and 20% test): 2^floor(log2(70 / 8)) = 8.
+    assert ("The default batch size 512 exceeds the 70 training examples of "
+            f"'{root}'; using 8") in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 8
+    # An explicit batch size that cannot work is still refused.
+    assert run_cli("train", "--dataset", root, "--output", out, "--batch-size", 512, *arch[:-2]) == 2
+    assert "Batch size 512 is larger than the 70 examples" in capsys.readouterr().err
+
+
+def test_a_resolution_whose_activations_cannot_fit_is_refused_before_building(trained, capsys):
+    from applications import config as config_lib
+    from applications import memory
+
+    # digits fine-tunes at its own 8 px (not the recipe's 384).
+    saved = str(trained / "model.keras")
+    assert config_lib.resolve("finetune", {"dataset": "digits", "weights": saved}).image_size == 8
+    # The 8x8 backbone at 384 px: 2x2 patches give a 192 x 192 grid, 36,864 tokens; gap, so no
+    # class token. Per example: 36864 * (8 * 32 + 2 * 32) + 2 * 36864^2 values, 1 layer, 4 bytes.
+    need, tokens = memory.activation_bytes(
+        dict(patch_size=2, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=32, classifier="gap"),
+        (384, 384), 64, 4)
+    assert tokens == 36_864 and need == 64 * 4 * (36_864 * 320 + 2 * 36_864**2)
+    with pytest.raises(memory.UsageError, match=r"use --batch-size 8 or less"):
+        # 100 GiB of memory: 10.1 GiB per example, so 9 fit, 8 as a power of two.
+        memory.check_training_fits(
+            dict(patch_size=2, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=32,
+                 classifier="gap"), (384, 384), 64, 4, memory=(100 * 2**30, "test"))
+    capsys.readouterr()
+    assert run_cli("finetune", "--dataset", "digits", "--init", trained / "model.keras",
+                   "--image-size", 384, "--output", trained.parent / "big") == 2
+    err = capsys.readouterr().err
+    assert "Training at 384x384 px (36,864 tokens) with 64 example(s) per device" in err, err
+    assert not (trained.parent / "big" / "model.keras").exists()
