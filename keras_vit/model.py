@@ -36,6 +36,9 @@ class VisionTransformer(keras.Model):
     what `jit_compile="auto"` (Keras' default, compiled or not) picks on TensorFlow, where
     Keras leaves XLA off on CPUs. Measured on this model (benchmarks/RESULTS.md):
 
+    - under a `tf.distribute` strategy (a model created in its scope), no step compiles with
+      XLA, as in Keras (with several devices XLA's steps fail to run); otherwise:
+
     - on accelerators, and for small models on CPUs, every step compiles with XLA: it fuses
       the layer norms, softmax and GELU into their neighbours, and per-op overhead dominates
       small CPU steps (the `digits` model trains in 19 ms per step with XLA, 26 without);
@@ -70,6 +73,11 @@ class VisionTransformer(keras.Model):
     def _resolve_auto_jit_compile(self):
         # What "auto" means, for `compile` and for a model that was never compiled.
         if keras.backend.backend() == "tensorflow":
+            if getattr(self, "_distribute_strategy", None) is not None:
+                # Keras' own rule: no XLA under tf.distribute (a model created in a
+                # MirroredStrategy scope over several devices fails to compile with XLA:
+                # "Trying to access resource ... located in device CPU:1 from device CPU:0").
+                return False
             return not self._cpu_runs_faster_in_graph()  # every keras_vit layer compiles
         return super()._resolve_auto_jit_compile()
 
