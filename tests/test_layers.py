@@ -173,15 +173,31 @@ def test_relative_attention_adds_offset_logits_before_softmax(rng):
 
 
 def test_transformer_block_is_pre_ln_with_residuals(rng):
+    from numpy_vit import gelu as numpy_gelu
+
     x = rng.standard_normal((2, 3, 8)).astype("float32")
     block = TransformerBlock(num_heads=2, mlp_dim=16)
+    block.build(x.shape)
+    w = {}
+    for weight in block.weights:  # informative values everywhere, kept by checkpoint name
+        value = rng.standard_normal(weight.shape) * 0.5 + (1.0 if weight.path.endswith("gamma") else 0.0)
+        weight.assign(value.astype("float32"))
+        w[weight.path.split("/", 1)[1]] = value.astype("float32").astype("float64")
     y, probs = block(x, return_attention_scores=True)
-    # Rebuild Eq. 2-3 from the block's own sublayers.
-    z = x + numpy(block.attention(block.layer_norm_0(x)))
-    z = z + numpy(block.mlp(block.layer_norm_2(z)))
-    np.testing.assert_allclose(numpy(y), z, rtol=1e-5, atol=1e-5)
-    assert numpy(probs).shape == (2, 2, 3, 3)
-    np.testing.assert_allclose(numpy(probs).sum(-1), 1.0, rtol=1e-5)
+    # Eq. 2-3 in float64 NumPy: x + MSA(LN(x)), then + MLP(LN(.)), LN eps 1e-6, tanh GELU.
+    a, m = "MultiHeadDotProductAttention_1/", "MlpBlock_3/"
+    h = numpy_layer_norm(x.astype("float64"), w["LayerNorm_0/gamma"], w["LayerNorm_0/beta"], eps=1e-6)
+    q, k, v = (np.einsum("btd,dhk->bhtk", h, w[f"{a}{n}_kernel"]) + w[f"{a}{n}_bias"][:, None]
+               for n in ("query", "key", "value"))
+    logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(4)
+    expected_probs = np.exp(logits - logits.max(-1, keepdims=True))
+    expected_probs /= expected_probs.sum(-1, keepdims=True)
+    z = x + np.einsum("bhtk,hkd->btd", expected_probs @ v, w[a + "out_kernel"]) + w[a + "out_bias"]
+    h = numpy_layer_norm(z, w["LayerNorm_2/gamma"], w["LayerNorm_2/beta"], eps=1e-6)
+    h = numpy_gelu(h @ w[m + "Dense_0/kernel"] + w[m + "Dense_0/bias"], approximate=True)
+    z = z + h @ w[m + "Dense_1/kernel"] + w[m + "Dense_1/bias"]
+    np.testing.assert_allclose(numpy(y), z, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(numpy(probs), expected_probs, rtol=1e-4, atol=1e-5)
     assert block.layer_norm_0.epsilon == 1e-6
 
 
