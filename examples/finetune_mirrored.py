@@ -4,7 +4,8 @@
 The same program as finetune_folder.py, distributed: the model and `compile` go inside
 `strategy.scope()` (each variable is mirrored on every replica, and each step averages the
 gradients of the whole global batch); `fit` and `evaluate` take the same `tf_data` pipelines
-and split each global batch (`--batch-size`) over the replicas.
+and split each global batch (`--batch-size`) over the replicas. Evaluation batches are filled
+up with copies that weigh nothing, so that each splits evenly too (`full_batches`).
 
     KERAS_BACKEND=tensorflow python examples/finetune_mirrored.py photos/ \
         --weights imagenet21k --model ViTB16 --image-size 224 --epochs 10 --batch-size 64
@@ -23,6 +24,24 @@ import tensorflow as tf
 
 import keras_vit
 import tf_data
+
+
+def full_batches(source, role, config):
+    """An evaluation split in full global batches, the last one padded with zero-weight copies
+    of an example: accuracy ignores them (the loss, a mean over the batch, counts them).
+
+    Keras 3.15 under a strategy builds its metrics from the first batch of every `evaluate`
+    (validation included) and fails ("Inputs to operation AddN ... must have the same size")
+    when that batch does not split evenly over the replicas, e.g. a split of 41 images with
+    --batch-size 64 on 2 GPUs: full batches always do."""
+    n = source.split(role).num_examples
+    padding = -n % config.batch_size
+    examples = tf_data.build_dataset(source, role, config, training=False).unbatch()
+    examples = examples.map(lambda image, label: (image, label, 1.0))
+    filler = examples.take(1).map(lambda image, label, weight: (image, label, 0.0))
+    batches = examples.concatenate(filler.repeat(padding)).batch(config.batch_size)
+    # unbatch() forgets the length; without it `fit` would warn that the data ran out.
+    return batches.apply(tf.data.experimental.assert_cardinality((n + padding) // config.batch_size))
 
 
 def main(argv=None):
@@ -51,13 +70,17 @@ def main(argv=None):
     strategy = tf.distribute.MirroredStrategy()  # every GPU, else the (logical) CPUs
     print(f"{strategy.num_replicas_in_sync} replicas: {strategy.extended.worker_devices}")
 
+    if args.batch_size % strategy.num_replicas_in_sync:
+        parser.error(f"--batch-size {args.batch_size} does not split over "
+                     f"{strategy.num_replicas_in_sync} replicas")
+
     source = tf_data.load_source(args.folder)
     config = tf_data.PipelineConfig(image_size=args.image_size, batch_size=args.batch_size)
     # Global batches: under the strategy, `fit` and `evaluate` split each one over the
     # replicas (`strategy.experimental_distribute_dataset`), and an epoch is one pass.
-    train = tf_data.build_dataset(source, "train", config, training=True)
-    validation = tf_data.build_dataset(source, "validation", config, training=False)
-    test = tf_data.build_dataset(source, "test", config, training=False)
+    train = tf_data.build_dataset(source, "train", config, training=True)  # full batches
+    validation = full_batches(source, "validation", config)
+    test = full_batches(source, "test", config)
 
     with strategy.scope():  # variables (model, optimizer, metrics) created here are mirrored
         model = getattr(keras_vit, args.model)(
@@ -67,7 +90,7 @@ def main(argv=None):
         schedule = keras_vit.WarmupDecay(args.lr, total_steps=steps, warmup_steps=steps // 20)
         model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, global_clipnorm=1.0),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+                      weighted_metrics=["accuracy"])  # weighted: the padding counts for nothing
     model.fit(train, validation_data=validation, epochs=args.epochs, verbose=2)
 
     loss, accuracy = model.evaluate(test, verbose=0)
