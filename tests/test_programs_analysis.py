@@ -37,16 +37,32 @@ def test_pretrain_saves_a_backbone_that_beats_the_marginal_baseline(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), backbone.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
-    # ... and `keras-vit finetune --init` starts a classifier from it.
+    # ... and `keras-vit finetune --init` starts a classifier from it, at the backbone's own 8 px
+    # (no --image-size: the fine-tuning recipe's 384 px once built 36,864 tokens here).
     tuned = tmp_path / "tuned"
     assert main(["finetune", "--dataset", "digits", "--init", str(out / "backbone.keras"),
-                 "--image-size", "8", "--epochs", "1", "--output", str(tuned), "--verbose", "0"]) == 0
+                 "--epochs", "5", "--lr", "0.3", "--output", str(tuned), "--verbose", "0"]) == 0
+    tuned_metrics = json.loads((tuned / "metrics.json").read_text())
+    assert tuned_metrics["image_size"] == [8, 8]
     classifier = keras.saving.load_model(tuned / "model.keras")
-    # One epoch of fine-tuning moves the pre-trained patch embedding only a little.
+    assert classifier.input_shape == (None, 8, 8, 3)
+    # digits' preset is 8 px too: the backbone's resolution is what a 384 px recipe gets as well.
+    from applications import config as config_lib
+
+    for dataset in ("cifar10", str(tmp_path / "folder")):
+        config = config_lib.resolve("finetune", {"dataset": dataset, "init": str(out / "backbone.keras")})
+        assert config.image_size in (8, (8, 8), [8, 8]), (dataset, config.image_size)
+    # Fine-tuning moves the pre-trained patch embedding only a little (measured correlation
+    # 0.938-0.948 with the backbone's; a fresh initialisation: about 0).
     tuned_kernel = keras.ops.convert_to_numpy(classifier.get_layer("embedding").kernel).ravel()
     start_kernel = keras.ops.convert_to_numpy(backbone.get_layer("embedding").kernel).ravel()
-    assert np.corrcoef(tuned_kernel, start_kernel)[0, 1] > 0.9
-    assert json.loads((tuned / "metrics.json").read_text())["test"]["accuracy"] > 0.1
+    assert np.corrcoef(tuned_kernel, start_kernel)[0, 1] > 0.8
+    # The masked-patch backbone's class token carries little (a logistic-regression probe on it:
+    # 0.36), so one epoch of the recipe's SGD (lr 0.01, zero head) stays at chance (measured
+    # 0.10-0.11; at lr 0.03-0.3 0.09-0.13). Five epochs at lr 0.3: 0.376, 0.373, 0.432 test
+    # accuracy (PyTorch, seeds default/1/2), 0.223 (JAX), above 0.3 (TensorFlow). The bound sits
+    # between the runs that learned nothing (<= 0.13) and the lowest that learned (0.223).
+    assert tuned_metrics["test"]["accuracy"] > 0.16, tuned_metrics["test"]
 
 
 def test_ablation_settings_are_the_papers():
