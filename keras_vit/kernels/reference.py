@@ -151,7 +151,10 @@ def softmax_then_values(logits, value):
     weights = ops.exp(shifted)
     total = ops.sum(weights, axis=-1, keepdims=True)
     attended = ops.matmul(ops.cast(weights, value.dtype), value)
-    return attended / ops.cast(total, value.dtype)
+    # The division in float32 (a no-op for float32 values): in bfloat16 the gradients of the
+    # product and of the sum, which cancel, were each rounded, 5-10x the error of the
+    # normalise-first form in the queries' and keys' gradients (tests/test_kernels.py).
+    return ops.cast(ops.cast(attended, logits.dtype) / total, value.dtype)
 
 
 def _statistics_dtype(x):
