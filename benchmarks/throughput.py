@@ -241,6 +241,12 @@ def keras_worker(args):
             step()
             times[name].append(time.perf_counter() - start)
     results = {"backend": backend, "device": device}
+    if "keras_vit" in args.models:
+        import keras_vit
+
+        # Which implementation each primitive took (after the run: measured choices included).
+        results["keras_vit_kernels"] = keras_vit.kernels.describe()
+        results["keras_vit_path"] = os.path.dirname(keras_vit.__file__)
     for name, values in times.items():
         seconds = statistics.median(values)
         if name == "ceiling":
@@ -560,6 +566,9 @@ def main(argv=None):
             r[f"{name}_mfu"] = mfu(r.get(name), model_flops, peak_of(r["device"]))
     if hf:
         hf["hf_transformers_mfu"] = mfu(hf["hf_transformers"], model_flops, peak_of(hf["device"]))
+    for backend, r in rows.items():
+        for primitive, choice in r.get("keras_vit_kernels", {}).items():
+            print(f"  {backend} kernels.{primitive}: {choice}")
     if args.baseline:
         print(f"\n{title}: new code against the baseline ({args.baseline}), interleaved")
         print("| backend | keras-vit img/s | baseline img/s | KerasHub img/s | new vs KerasHub "
