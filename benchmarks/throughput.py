@@ -345,7 +345,8 @@ def matmul_step(backend, rows=MATMUL_ROWS, dtype="float32"):
 
     if device == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         # PyTorch has two CPU product kernels, MKL's (`@`) and oneDNN's (which keras-vit
-        # uses on AVX-512 CPUs); the ceiling is the faster of the two here.
+        # takes per shape where it measured faster, keras_vit.kernels.torch); the ceiling is
+        # the faster of the two here.
         linear = torch.ops.mkldnn._linear_pointwise
         w1_t, w2_t = w1.t(), w2.t()
 
