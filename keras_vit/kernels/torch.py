@@ -185,6 +185,7 @@ def gelu(x, approximate, training=None):
     the model then needs no second buffer (eager PyTorch allocates, and on a CPU often
     page-faults, a fresh one per call)."""
     mode = "tanh" if approximate else "none"
+    x = ops.convert_to_tensor(x)
     if not torch.is_grad_enabled():
         return torch.ops.aten.gelu_(x, approximate=mode)
     return F.gelu(x, approximate=mode)
