@@ -124,7 +124,7 @@ def test_attention_is_the_same_function_in_every_tensorflow_form(training, rng):
     whose scale is not a power of two."""
     import tensorflow as tf
 
-    from keras_vit.layers.utils import in_xla_tensorflow_graph
+    from keras_vit.kernels.tensorflow import in_xla_graph as in_xla_tensorflow_graph
 
     x = rng.standard_normal((2, 5, 12)).astype("float32")
     upstream = rng.standard_normal((2, 5, 12)).astype("float32")
@@ -530,40 +530,6 @@ def test_affine_training_gradients_match_numpy(graph, rank, rng):
     np.testing.assert_allclose(numpy(d_w), x64.reshape(-1, 6).T @ c.reshape(-1, 10), rtol=1e-5,
                                atol=1e-5)
     np.testing.assert_allclose(numpy(d_b), c.reshape(-1, 10).sum(0), rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's choice of product kernel")
-@pytest.mark.parametrize("onednn", [True, False])
-def test_affine_and_its_gradients_match_numpy_on_either_kernel(onednn, rng, monkeypatch):
-    import torch
-
-    from keras_vit.layers import dense
-
-    if onednn and not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        pytest.skip("this PyTorch has no oneDNN linear kernel")
-    # Either kernel, whatever this CPU's ISA would choose.
-    monkeypatch.setattr(dense, "_onednn_linear_is_faster", lambda: onednn)
-    x = rng.standard_normal((2, 197, 64)).astype("float32")
-    w = (rng.standard_normal((64, 96)) / 8).astype("float32")
-    b = rng.standard_normal(96).astype("float32")
-    expected = x.astype(np.float64) @ w + b
-    x_t, w_t, b_t = (torch.from_numpy(t) for t in (x, w, b))
-    with torch.no_grad():
-        np.testing.assert_allclose(dense.affine(x_t, w_t, b_t).numpy(), expected, rtol=1e-5, atol=1e-4)
-        low = dense.affine(x_t.bfloat16(), w_t.bfloat16(), b_t.bfloat16())
-        assert low.dtype == torch.bfloat16
-        np.testing.assert_allclose(low.float().numpy(), expected, rtol=0.05, atol=0.05)
-        half = dense.affine(x_t.half(), w_t.half(), b_t.half())  # addmm: oneDNN takes no fp16
-        np.testing.assert_allclose(half.float().numpy(), expected, rtol=1e-2, atol=1e-2)
-    # With gradients recorded, the gradients of sum(y * c) are numpy's.
-    c = rng.standard_normal((2, 197, 96))
-    for t in (x_t, w_t, b_t):
-        t.requires_grad_(True)
-    (dense.affine(x_t, w_t, b_t) * torch.from_numpy(c.astype("float32"))).sum().backward()
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    np.testing.assert_allclose(x_t.grad.numpy(), c @ w64.T, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(w_t.grad.numpy(), np.einsum("btk,btn->kn", x64, c), rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(b_t.grad.numpy(), c.sum((0, 1)), rtol=1e-4, atol=1e-4)
 
 
 def test_dropout_acts_only_in_training(rng):

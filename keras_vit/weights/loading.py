@@ -65,7 +65,7 @@ def _normalize_arch(arch):
 
 def match_variant(arch):
     """The `VARIANTS` name with exactly this architecture, or None."""
-    from keras_vit.variants import VARIANTS  # noqa: PLC0415
+    from keras_vit.architectures import VARIANTS  # noqa: PLC0415
 
     arch = _normalize_arch(arch)
     for name, config in VARIANTS.items():
