@@ -220,10 +220,13 @@ def _file_split(name: str, paths: list[str], labels: list[int]) -> Split:
         ds = tf.data.Dataset.from_tensor_slices((paths, labels_arr))
         return ds.shard(num_shards, shard_index) if num_shards > 1 else ds
 
+    def read(path, label):
+        return tf.io.read_file(path), tf.cast(label, tf.int32)
+
     def decode(path, label):
         return decode_image(tf.io.read_file(path)), tf.cast(label, tf.int32)
 
     # Paths are small: the pipeline may shuffle the whole split each epoch,
     # which matters because they are listed class by class.
     return Split(name=name, num_examples=len(paths), make=make, decode=decode,
-                 small_elements=True)
+                 small_elements=True, read=read)

@@ -73,6 +73,10 @@ class PipelineConfig:
             of every long `fit` (its training and validation iterators) by
             that much. Off means one map call per CPU core and two prefetched
             batches, ample for small images; turn it on for heavy decoding.
+        scaled_decode: Evaluation (and training without the crop): JPEGs at
+            least twice the model's size in both dimensions are decoded at
+            1/2, 1/4 or 1/8 scale by libjpeg, then resized (see
+            `preprocess.decode_resize`); False decodes every image whole.
     """
 
     image_size: tuple[int, int]
@@ -91,6 +95,7 @@ class PipelineConfig:
     shuffle_buffer: int | None = None
     repeat: bool = False
     autotune: bool = False
+    scaled_decode: bool = True
 
     def __post_init__(self):
         size = self.image_size
@@ -172,6 +177,9 @@ def build_dataset(
 
     if not training:
         def prepare_eval(*element):
+            if split.read is not None:  # encoded: decode (and downscale) in one pass
+                encoded, label = split.read(*element)
+                return preprocess.decode_resize(encoded, config.image_size, config.scaled_decode), label
             image, label = split.decode(*element)
             return preprocess.resize(image, config.image_size), label
 
@@ -193,14 +201,27 @@ def build_dataset(
     flip = source.flip if config.flip is None else config.flip
 
     def prepare_train(element, pair):
-        image, label = split.decode(*element) if isinstance(element, tuple) else split.decode(element)
+        args = element if isinstance(element, tuple) else (element,)
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
-        if config.crop_area is not None:
-            image = preprocess.inception_crop(
-                image, config.image_size, crop_seed, config.crop_area, config.aspect_ratio
-            )
+        if split.read is not None:
+            # Encoded images: a JPEG is decoded only inside its crop window
+            # (the same window and pixels as decoding it whole, then cropping).
+            encoded, label = split.read(*args)
+            if config.crop_area is not None:
+                crop = preprocess.decode_crop(
+                    encoded, crop_seed, config.crop_area, config.aspect_ratio
+                )
+                image = preprocess.resize(crop, config.image_size)
+            else:
+                image = preprocess.decode_resize(encoded, config.image_size, config.scaled_decode)
         else:
-            image = preprocess.resize(image, config.image_size)
+            image, label = split.decode(*args)
+            if config.crop_area is not None:
+                image = preprocess.inception_crop(
+                    image, config.image_size, crop_seed, config.crop_area, config.aspect_ratio
+                )
+            else:
+                image = preprocess.resize(image, config.image_size)
         if flip:
             image = preprocess.random_flip(image, flip_seed)
         return image, label

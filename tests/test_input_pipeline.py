@@ -1,0 +1,83 @@
+"""The input pipeline's fast paths: crop-window JPEG decoding, the cond-free flip, scaled
+evaluation decoding, the folder index cache, autotuned pipelines' prompt exit.
+
+Each fast path is checked against the slow path it replaces (same pixels, same windows).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_data import preprocess
+
+
+def _image_bytes(array, fmt, mode=None, **save_options):
+    from PIL import Image
+
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save_options)
+    return buffer.getvalue()
+
+
+def _photo(height, width):
+    """A natural photograph (scikit-learn's sample), cropped to height x width."""
+    from sklearn.datasets import load_sample_images
+
+    return load_sample_images().images[1][:height, :width]
+
+
+@pytest.mark.parametrize("fmt, kwargs", [
+    ("JPEG", {}),  # 4:2:0 chroma: plain decode_and_crop_jpeg differs at the window's edges
+    ("JPEG", {"progressive": True}),
+    ("JPEG", {"subsampling": 1}),  # 4:2:2
+    ("JPEG:L", {}), ("JPEG:CMYK", {}), ("PNG", {}), ("GIF", {}), ("BMP", {}),
+])
+def test_decode_crop_equals_decode_then_crop(fmt, kwargs):
+    fmt, _, mode = fmt.partition(":")
+    encoded = tf.constant(_image_bytes(_photo(203, 301), fmt, mode or None, **kwargs))
+    whole = preprocess.decode_image(encoded).numpy()
+    # Fixed windows, odd offsets and sizes, touching the edges or not.
+    for y, x, h, w in [(0, 0, 203, 301), (17, 33, 101, 157), (1, 299, 202, 2), (202, 0, 1, 1),
+                       (64, 48, 16, 16), (37, 5, 150, 290)]:
+        window = tf.constant([y, x, h, w])
+        if fmt == "JPEG":
+            crop = preprocess.decode_jpeg_window(encoded, window, tf.constant(301))
+            np.testing.assert_array_equal(crop.numpy(), whole[y:y + h, x:x + w])
+        np.testing.assert_array_equal(
+            preprocess.crop_to_window(tf.constant(whole), window).numpy(), whole[y:y + h, x:x + w])
+    # Sampled windows: the window drawn for the whole image, and its pixels.
+    for s in range(8):
+        seed = tf.constant([s, 11])
+        got = preprocess.decode_crop(encoded, seed, (0.05, 1.0)).numpy()
+        y, x, h, w = preprocess.crop_window(tf.shape(whole), seed, (0.05, 1.0)).numpy()
+        np.testing.assert_array_equal(got, whole[y:y + h, x:x + w])
+
+
+def test_flip_is_the_tf_flip_without_cond():
+    image = tf.reshape(tf.range(4 * 5 * 3, dtype=tf.float32), [4, 5, 3])
+    flips = 0
+    for s in range(16):
+        seed = tf.constant([s, 3])
+        got = preprocess.random_flip(image, seed).numpy()
+        np.testing.assert_array_equal(got, tf.image.stateless_random_flip_left_right(image, seed))
+        flips += not np.array_equal(got, image.numpy())
+    assert 0 < flips < 16
+
+
+def test_decode_resize_scales_large_jpegs_in_the_decoder():
+    small = tf.constant(_image_bytes(_photo(90, 130), "JPEG"))  # < 2x of 48: decoded whole
+    np.testing.assert_array_equal(
+        preprocess.decode_resize(small, (48, 48)).numpy(),
+        preprocess.resize(preprocess.decode_image(small), (48, 48)).numpy())
+    large = tf.constant(_image_bytes(_photo(400, 600), "JPEG"))  # 1/4 scale covers 48 x 48
+    fast = preprocess.decode_resize(large, (48, 48)).numpy()
+    exact = preprocess.decode_resize(large, (48, 48), scaled_jpeg=False).numpy()
+    # Against an antialiased resize: DCT scaling averages what it drops, bilinear skips it.
+    reference = tf.image.resize(preprocess.decode_image(large), (48, 48), antialias=True).numpy()
+    assert np.abs(fast - reference).mean() < np.abs(exact - reference).mean()
+    assert np.abs(fast - reference).mean() < 4.0
