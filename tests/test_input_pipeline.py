@@ -81,3 +81,66 @@ def test_decode_resize_scales_large_jpegs_in_the_decoder():
     reference = tf.image.resize(preprocess.decode_image(large), (48, 48), antialias=True).numpy()
     assert np.abs(fast - reference).mean() < np.abs(exact - reference).mean()
     assert np.abs(fast - reference).mean() < 4.0
+
+
+# ----------------------------------------------------------------------------- folder index
+
+
+def _settle(*dirs, recursive=True):
+    """Backdates the directories' mtimes (and their sub-folders') by a minute, as for a folder
+    written a while ago (the index does not trust a directory changed in the last 2 s)."""
+    import os
+    import time
+
+    old = time.time() - 60
+    for top in dirs:
+        for dirpath in [d for d, _, _ in os.walk(top)] if recursive else [top]:
+            os.utime(dirpath, (old, old))
+
+
+def test_folder_index_is_reused_and_invalidated(tmp_path, monkeypatch):
+    import os
+
+    from tf_data import folder
+
+    root = tmp_path / "imgs"
+    good = _image_bytes(_photo(24, 20), "JPEG")
+    for cls in ("cat", "dog"):
+        (root / cls / "sub").mkdir(parents=True)
+        for i in range(5):
+            (root / cls / f"{i}.jpg").write_bytes(good)
+        (root / cls / "sub" / "deep.png").write_bytes(_image_bytes(_photo(9, 7), "PNG"))
+    (root / "cat" / "broken.jpg").write_bytes(b"not a jpeg")
+    _settle(root)
+    decoded = []
+    real = folder.find_unreadable
+    monkeypatch.setattr(folder, "find_unreadable", lambda paths: decoded.append(len(paths)) or real(paths))
+
+    def load():
+        source = folder.load(root, val_fraction=0.2, test_fraction=0.2)
+        return source, {r: s.num_examples for r, s in source.splits.items()}
+
+    first, sizes = load()
+    assert (root / folder.INDEX_FILE).is_file() and decoded == [13]
+    assert [os.path.basename(p) for p in first.skipped_files] == ["broken.jpg"]
+    again, sizes_again = load()  # nothing changed: no listing of files, no decoding
+    assert decoded == [13, 0] and sizes_again == sizes and again.skipped_files == first.skipped_files
+    # The same examples in the same splits as without the index.
+    plain = folder.load(root, val_fraction=0.2, test_fraction=0.2, index=False)
+    for role in ("train", "validation", "test"):
+        assert again.split(role).num_examples == plain.split(role).num_examples
+    # A new file (and a fixed one) in one class: only that directory is listed and checked again.
+    (root / "dog" / "new.jpg").write_bytes(good)
+    (root / "cat" / "broken.jpg").unlink()
+    _settle(root / "dog", root / "cat", recursive=False)
+    changed, sizes_changed = load()
+    assert decoded[3:] == [6 + 5]  # (the index=False load decoded 13) dog's 6 files and cat's 5; the sub-folders are unchanged
+    assert changed.skipped_files == () and sum(sizes_changed.values()) == 13
+    # A folder where the index cannot be written (read-only; here its name is taken by a
+    # directory, which also stops root, whom permissions do not stop): it goes to index_dir.
+    (root / folder.INDEX_FILE).unlink()
+    (root / folder.INDEX_FILE).mkdir()
+    folder.load(root, index_dir=tmp_path / "run")
+    assert folder.index_path(root, tmp_path / "run").is_file() and decoded[-1] == 13
+    folder.load(root, index_dir=tmp_path / "run")
+    assert decoded[-1] == 0

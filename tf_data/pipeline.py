@@ -73,6 +73,11 @@ class PipelineConfig:
             of every long `fit` (its training and validation iterators) by
             that much. Off means one map call per CPU core and two prefetched
             batches, ample for small images; turn it on for heavy decoding.
+        threads: Size of the pipeline's private thread pool; None: TensorFlow's
+            shared inter-op pool.
+        deterministic: Training only: False lets parallel map calls finish
+            out of order (each image keeps its own crop and flip, but batches
+            are no longer reproducible).
         scaled_decode: Evaluation (and training without the crop): JPEGs at
             least twice the model's size in both dimensions are decoded at
             1/2, 1/4 or 1/8 scale by libjpeg, then resized (see
@@ -95,6 +100,8 @@ class PipelineConfig:
     shuffle_buffer: int | None = None
     repeat: bool = False
     autotune: bool = False
+    threads: int | None = None
+    deterministic: bool = True
     scaled_decode: bool = True
 
     def __post_init__(self):
@@ -185,7 +192,7 @@ def build_dataset(
 
         ds = ds.map(prepare_eval, num_parallel_calls=parallel)
         ds = ds.batch(batch, drop_remainder=False)
-        return _finish(ds, config, one_hot)
+        return _finish(ds, config, one_hot, training=False)
 
     buffer = config.shuffle_buffer or (
         split.num_examples if split.small_elements
@@ -251,7 +258,7 @@ def build_dataset(
             return tf.cast(batch["images"], tf.float32), batch["labels"]
 
         ds = ds.map(transform)  # sequential, for reproducible layer states
-    return _finish(ds, config, one_hot)
+    return _finish(ds, config, one_hot, training=True)
 
 
 def make_dataset_fn(
@@ -322,8 +329,10 @@ def _maybe_cache(ds: tf.data.Dataset, cache: bool | str, num_examples: int) -> t
     return ds
 
 
-def _finish(ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None) -> tf.data.Dataset:
-    """One-hot labels if needed, scale pixels for the model, prefetch."""
+def _finish(
+    ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None, training: bool
+) -> tf.data.Dataset:
+    """One-hot labels if needed, scale pixels for the model, prefetch, options."""
 
     def finish(images, labels):
         images = preprocess.scale_for_model(images, config.include_preprocessing)
@@ -331,11 +340,16 @@ def _finish(ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None) ->
             labels = tf.one_hot(labels, one_hot, dtype=tf.float32)
         return images, labels
 
+    parallel = AUTOTUNE if config.autotune else _PARALLEL_CALLS
+    if one_hot or not config.include_preprocessing:  # else nothing to do per batch
+        ds = ds.map(finish, num_parallel_calls=parallel)
+    ds = ds.prefetch(AUTOTUNE if config.autotune else _PREFETCH_BATCHES)
     options = tf.data.Options()
     options.autotune.enabled = config.autotune
-    if config.autotune:
-        return ds.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(options)
-    ds = ds.map(finish, num_parallel_calls=_PARALLEL_CALLS).prefetch(_PREFETCH_BATCHES)
+    if config.threads:
+        options.threading.private_threadpool_size = config.threads
+    if training:
+        options.deterministic = config.deterministic
     return ds.with_options(options)
 
 
