@@ -1,5 +1,5 @@
-"""The input pipeline's fast paths: crop-window JPEG decoding, the cond-free flip, scaled
-evaluation decoding, the folder index cache, autotuned pipelines' prompt exit.
+"""The input pipeline's fast paths: crop-window JPEG decoding, scaled evaluation decoding,
+the folder index cache, autotuned pipelines' prompt exit.
 
 Each fast path is checked against the slow path it replaces (same pixels, same windows).
 """
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import once
 from tf_data import preprocess
 
 
@@ -56,17 +57,6 @@ def test_decode_crop_equals_decode_then_crop(fmt, kwargs):
         got = preprocess.decode_crop(encoded, seed, (0.05, 1.0)).numpy()
         y, x, h, w = preprocess.crop_window(tf.shape(whole), seed, (0.05, 1.0)).numpy()
         np.testing.assert_array_equal(got, whole[y:y + h, x:x + w])
-
-
-def test_flip_is_the_tf_flip_without_cond():
-    image = tf.reshape(tf.range(4 * 5 * 3, dtype=tf.float32), [4, 5, 3])
-    flips = 0
-    for s in range(16):
-        seed = tf.constant([s, 3])
-        got = preprocess.random_flip(image, seed).numpy()
-        np.testing.assert_array_equal(got, tf.image.stateless_random_flip_left_right(image, seed))
-        flips += not np.array_equal(got, image.numpy())
-    assert 0 < flips < 16
 
 
 def test_decode_resize_scales_large_jpegs_in_the_decoder():
@@ -144,3 +134,40 @@ def test_folder_index_is_reused_and_invalidated(tmp_path, monkeypatch):
     assert folder.index_path(root, tmp_path / "run").is_file() and decoded[-1] == 13
     folder.load(root, index_dir=tmp_path / "run")
     assert decoded[-1] == 0
+
+
+# ----------------------------------------------------------------------------- autotune exit
+
+_EXIT_PROBE = """
+import sys, time
+import tf_data
+source = tf_data.load_source("digits")
+config = tf_data.PipelineConfig(image_size=(8, 8), batch_size=32, repeat=True, autotune=True)
+train = iter(tf_data.build_dataset(source, "train", config, training=True))
+evaluation = iter(tf_data.build_dataset(source, "validation", config, training=False))
+start = time.time()
+while time.time() - start < 2:  # long enough for the tuning thread to run and sleep
+    next(train)
+next(evaluation)
+print("DONE", time.time(), flush=True)
+"""  # exits with both iterators alive: they are destroyed during interpreter shutdown
+
+
+@once  # a subprocess of its own, without Keras: the same on every backend
+def test_autotuned_pipeline_exits_promptly():
+    """TF 2.21 once stalled up to 60 s destroying an autotuned iterator (the tuning thread's
+    wake-up); a process that used one must end within seconds of its last line."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", _EXIT_PROBE], env=env, capture_output=True,
+                          text=True, timeout=120)
+    ended = time.time()
+    assert done.returncode == 0, done.stderr[-2000:]
+    last = float(done.stdout.split("DONE")[1])
+    assert ended - last < 10, f"exit took {ended - last:.1f} s after the last line"

@@ -27,7 +27,7 @@ from tf_data.source import Source
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Static parallelism used when tf.data autotuning is off (the default, see
-# `PipelineConfig.autotune`).
+# `PipelineConfig.autotune`), and the size of the pipeline's private thread pool.
 _PARALLEL_CALLS = max(1, min(os.cpu_count() or 1, 16))
 _PREFETCH_BATCHES = 2
 # "auto" caching keeps the undecoded elements (file paths, encoded bytes or
@@ -68,13 +68,17 @@ class PipelineConfig:
             fit, as the `keras-vit` programs do). Off by default: a plain
             `model.fit(dataset, epochs=N)` ends each epoch after one pass.
         autotune: Let tf.data tune parallelism and prefetching. Off by
-            default: with TF 2.21, destroying an autotuned iterator waits for
-            the tuning thread's next wake-up, up to 60 s, which stalled the end
-            of every long `fit` (its training and validation iterators) by
-            that much. Off means one map call per CPU core and two prefetched
-            batches, ample for small images; turn it on for heavy decoding.
-        threads: Size of the pipeline's private thread pool; None: TensorFlow's
-            shared inter-op pool.
+            default, by measurement: on 400 ImageNet-sized JPEGs (2 cores,
+            benchmarks/RESULTS.md) the tuned training pipeline made 14% fewer
+            images/s than the static one (one map call per CPU core, two
+            prefetched batches), the tuning thread's own work included.
+            (An earlier TF 2.21 stall of up to 60 s when an autotuned iterator
+            was destroyed did not reproduce in 2026-12-06's checks; a test runs
+            an autotuned pipeline in a subprocess and requires a prompt exit.)
+        threads: Size of the pipeline's private thread pool; None: one thread
+            per CPU core (6% more images/s than the shared pool on the 2-core
+            test machine, benchmarks/RESULTS.md); 0: TensorFlow's shared
+            inter-op pool.
         deterministic: Training only: False lets parallel map calls finish
             out of order (each image keeps its own crop and flip, but batches
             are no longer reproducible).
@@ -346,8 +350,9 @@ def _finish(
     ds = ds.prefetch(AUTOTUNE if config.autotune else _PREFETCH_BATCHES)
     options = tf.data.Options()
     options.autotune.enabled = config.autotune
-    if config.threads:
-        options.threading.private_threadpool_size = config.threads
+    threads = _PARALLEL_CALLS if config.threads is None else config.threads
+    if threads:
+        options.threading.private_threadpool_size = threads
     if training:
         options.deterministic = config.deterministic
     return ds.with_options(options)

@@ -205,28 +205,15 @@ def decode_resize(encoded: tf.Tensor, size: tuple[int, int], scaled_jpeg: bool =
 
 
 def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flips left-right with probability 1/2 (stateless), without a `tf.cond`.
+    """Flips left-right with probability 1/2 (stateless).
 
-    The same coin as `tf.image.stateless_random_flip_left_right` (a uniform
-    draw below 1/2 flips), but the flip is a strided slice whose stride is -1
-    or 1, so no conditional branch runs per image.
+    TensorFlow's own flip, a `tf.cond` around `tf.reverse`: measured against
+    cond-free flips (a strided slice of stride -1 or 1, a gather of column
+    indices, `tf.where` of both), all slower per image on the CPU, since
+    TensorFlow's negative-stride slice, gather and select each cost more than
+    the branch (benchmarks/RESULTS.md, issue 24).
     """
-    coin = tf.random.stateless_uniform([], seed=seed)
-    return flip_columns(image, coin < 0.5)
-
-
-def flip_columns(image: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
-    """`image` [H, W, C] mirrored left-right where the scalar bool `flip` is true."""
-    width = tf.shape(image)[1]
-    stride = tf.where(flip, -1, 1)
-    # Reversed: from the last column down to (and including) column 0; an end
-    # of -(width + 1) means "before column 0" for a negative stride.
-    begin = tf.where(flip, width - 1, 0)
-    end = tf.where(flip, -(width + 1), width)
-    out = tf.strided_slice(image, [0, begin, 0], [0, end, 0], [1, stride, 1],
-                           begin_mask=0b101, end_mask=0b101)
-    out.set_shape(image.shape)
-    return out
+    return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
 def scale_for_model(images: tf.Tensor, include_preprocessing: bool) -> tf.Tensor:
