@@ -44,6 +44,8 @@ def load_source(config) -> tf_data.Source:
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         split_seed=config.split_seed,
+        # A read-only image folder's index of files goes to the run directory.
+        index_dir=getattr(config, "output", None),
     )
 
 

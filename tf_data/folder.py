@@ -12,12 +12,25 @@ Files with the extensions JPEG/PNG/BMP/GIF are read. Every candidate file is
 decoded once when the source is loaded (in parallel, with the same decoder the
 pipeline uses) so that unreadable files are counted, reported and skipped
 before training starts instead of failing a run midway.
+
+The listing and that scan are cached in an index, ``ROOT/.keras_vit_index.json``
+(or, for a folder this process cannot write, a file named after the folder in
+`index_dir`): per directory its modification time, sub-folders, image files and
+the unreadable ones. The next load stats each directory once and lists, and
+decodes, only the files of directories whose modification time changed (a file
+added, removed or renamed there), so a second start on ImageNet's 1.28M files
+takes seconds instead of a full decode. A file rewritten in place under the
+same name keeps its directory's time: delete the index after such edits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +44,11 @@ from tf_data.source import Source, Split
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+INDEX_FILE = ".keras_vit_index.json"
+_INDEX_VERSION = 1
+# A directory modified this recently may still change within the same
+# timestamp tick; its entry is not trusted on the next load.
+_SETTLE_SECONDS = 2.0
 _SPLIT_DIRS = {
     "train": ("train",),
     "validation": ("val", "validation", "valid"),
@@ -45,6 +63,8 @@ def load(
     test_fraction: float = 0.2,
     split_seed: int = 0,
     verify: bool = True,
+    index: bool = True,
+    index_dir: str | os.PathLike | None = None,
 ) -> Source:
     """Builds a `Source` from an image folder.
 
@@ -56,6 +76,10 @@ def load(
             later sees the same held-out images.
         verify: Decode every file up front to find unreadable ones. When
             False, unreadable files are skipped silently by the pipeline.
+        index: Read and update the folder's index (see the module docstring)
+            instead of listing and decoding every file at every load.
+        index_dir: Where the index goes when `root` is not writable (e.g. the
+            run directory); default ``~/.cache/keras_vit/folder_index``.
 
     Returns:
         The `Source`; `skipped_files` lists the unreadable files.
@@ -70,14 +94,28 @@ def load(
     class_root = split_dirs.get("train", root)
     class_names = _class_names(class_root)
 
+    old_index = _read_index(root, index_dir) if index else {}
+    new_index: dict[str, dict] = {}
     pools: dict[str, tuple[list[str], list[int]]] = {}
     for role, directory in ({"train": root} if not split_dirs else split_dirs).items():
-        pools[role] = _list_files(directory, class_names)
+        pools[role] = _list_files(directory, class_names, root, old_index, new_index)
 
     skipped: list[str] = []
     if verify:
-        all_paths = [p for paths, _ in pools.values() for p in paths]
-        bad = set(find_unreadable(all_paths))
+        # Decode only the files of directories not verified since they last changed.
+        unchecked = [
+            os.path.join(root, rel, name) if rel else os.path.join(root, name)
+            for rel, entry in new_index.items() if entry["bad"] is None
+            for name in entry["files"]
+        ]
+        bad_new = set(find_unreadable(unchecked))
+        for rel, entry in new_index.items():
+            if entry["bad"] is None:
+                entry["bad"] = sorted(
+                    name for name in entry["files"] if os.path.join(root, rel, name) in bad_new
+                )
+        bad = {os.path.join(root, rel, name) for rel, entry in new_index.items()
+               for name in entry["bad"]}
         skipped = sorted(bad)
         for role, (paths, labels) in pools.items():
             keep = [i for i, p in enumerate(paths) if p not in bad]
@@ -87,6 +125,11 @@ def load(
                 "Skipping %d unreadable image file(s) in %s, e.g. %s",
                 len(skipped), root, ", ".join(skipped[:3]),
             )
+        logger.info("Folder %s: %d file(s) decoded to check them, %d known from its index.",
+                    root, len(unchecked),
+                    sum(len(e["files"]) for e in new_index.values()) - len(unchecked))
+    if index and new_index != old_index:
+        _write_index(root, index_dir, new_index)
 
     train_paths, train_labels = pools["train"]
     _check_pool(root, train_paths, train_labels, class_names)
@@ -178,22 +221,100 @@ def _class_names(class_root: Path) -> list[str]:
     return names
 
 
-def _list_files(directory: Path, class_names: list[str]) -> tuple[list[str], list[int]]:
-    """Image files under `directory/<class>/` (recursively) with their labels."""
+def _list_files(
+    directory: Path, class_names: list[str], root: Path, old_index: dict, new_index: dict
+) -> tuple[list[str], list[int]]:
+    """Image files under `directory/<class>/` (recursively, sorted) with their labels.
+
+    Directories unchanged since `old_index` was written are not listed again;
+    every directory visited gets its entry in `new_index` (keyed by its path
+    relative to `root`).
+    """
     paths, labels = [], []
+
+    def walk(path: str, rel: str, label: int):
+        entry = _scan_dir(path, rel, old_index)
+        new_index[rel] = entry
+        paths.extend(os.path.join(path, name) for name in entry["files"])
+        labels.extend([label] * len(entry["files"]))
+        for name in entry["dirs"]:  # depth first, in order: os.walk's order
+            walk(os.path.join(path, name), os.path.join(rel, name), label)
+
     for label, name in enumerate(class_names):
         class_dir = directory / name
-        if not class_dir.is_dir():
-            continue
-        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                if filename.startswith("."):
-                    continue
-                if filename.lower().endswith(IMAGE_EXTENSIONS):
-                    paths.append(os.path.join(dirpath, filename))
-                    labels.append(label)
+        if class_dir.is_dir():
+            walk(str(class_dir), os.path.relpath(class_dir, root), label)
     return paths, labels
+
+
+def _scan_dir(path: str, rel: str, old_index: dict) -> dict:
+    """Index entry of one directory: reused from `old_index` if its mtime is unchanged.
+
+    An entry is {"mtime": ns or -1 (not settled: rescan next time), "dirs":
+    sorted sub-folders, "files": sorted image files, "bad": unreadable files,
+    or None when not checked yet}.
+    """
+    mtime = os.stat(path).st_mtime_ns
+    old = old_index.get(rel)
+    if old is not None and old.get("mtime") == mtime:
+        return old
+    dirs, files = [], []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=True):
+                dirs.append(entry.name)
+            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(entry.name)
+    settled = time.time() - mtime / 1e9 > _SETTLE_SECONDS
+    return {"mtime": mtime if settled else -1, "dirs": sorted(dirs), "files": sorted(files),
+            "bad": None}
+
+
+def index_path(root: str | os.PathLike, index_dir: str | os.PathLike | None = None) -> Path:
+    """Where the index of `root` lives when `root` is not writable."""
+    if index_dir is None:
+        index_dir = Path.home() / ".cache" / "keras_vit" / "folder_index"
+    digest = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:16]
+    return Path(index_dir) / f"{Path(root).resolve().name}-{digest}.json"
+
+
+def _read_index(root: Path, index_dir) -> dict:
+    """The cached directory entries of `root`, or {} (none, stale format, other folder)."""
+    for path in (root / INDEX_FILE, index_path(root, index_dir)):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if (data.get("version") == _INDEX_VERSION
+                and data.get("extensions") == list(IMAGE_EXTENSIONS)
+                and data.get("root") == str(root.resolve())):
+            return data["dirs"]
+    return {}
+
+
+def _write_index(root: Path, index_dir, entries: dict) -> None:
+    """Writes the index next to the data, else in `index_dir`; atomic, best effort."""
+    data = {"version": _INDEX_VERSION, "root": str(root.resolve()),
+            "extensions": list(IMAGE_EXTENSIONS), "dirs": entries}
+    for path in (root / INDEX_FILE, index_path(root, index_dir)):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".keras_vit_index.", dir=path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(tmp, path)  # concurrent loaders: last complete write wins
+            return
+        except OSError as e:
+            logger.debug("Cannot write the folder index %s: %s", path, e)
+            try:
+                os.unlink(tmp)
+            except (OSError, UnboundLocalError):
+                pass
+    logger.warning("Could not write an index of %s; the next load lists and checks it again.",
+                   root)
 
 
 def _check_pool(root: Path, paths: list[str], labels: list[int], class_names: list[str]) -> None:
@@ -220,10 +341,13 @@ def _file_split(name: str, paths: list[str], labels: list[int]) -> Split:
         ds = tf.data.Dataset.from_tensor_slices((paths, labels_arr))
         return ds.shard(num_shards, shard_index) if num_shards > 1 else ds
 
+    def read(path, label):
+        return tf.io.read_file(path), tf.cast(label, tf.int32)
+
     def decode(path, label):
         return decode_image(tf.io.read_file(path)), tf.cast(label, tf.int32)
 
     # Paths are small: the pipeline may shuffle the whole split each epoch,
     # which matters because they are listed class by class.
     return Split(name=name, num_examples=len(paths), make=make, decode=decode,
-                 small_elements=True)
+                 small_elements=True, read=read)

@@ -17,6 +17,7 @@ def load_source(
     test_fraction: float = 0.2,
     split_seed: int = 0,
     verify_images: bool = True,
+    index_dir: str | None = None,
     download: bool = True,
     split_overrides: dict[str, str] | None = None,
 ) -> Source:
@@ -31,6 +32,8 @@ def load_source(
         split_seed: Folder sources: seed of the hold-out.
         verify_images: Folder sources: decode every file once up front to
             count and skip unreadable ones.
+        index_dir: Folder sources: where the folder's index of files and
+            unreadable files goes when the folder itself is not writable.
         download: TFDS: download and prepare when missing.
         split_overrides: TFDS: {role: split string} overrides.
 
@@ -51,6 +54,7 @@ def load_source(
             test_fraction=test_fraction,
             split_seed=split_seed,
             verify=verify_images,
+            index_dir=index_dir,
         )
     if os.sep in spec or spec.startswith("."):
         raise DataError(f"Image folder {spec!r} does not exist.")

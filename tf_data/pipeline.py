@@ -27,7 +27,7 @@ from tf_data.source import Source
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Static parallelism used when tf.data autotuning is off (the default, see
-# `PipelineConfig.autotune`).
+# `PipelineConfig.autotune`), and the size of the pipeline's private thread pool.
 _PARALLEL_CALLS = max(1, min(os.cpu_count() or 1, 16))
 _PREFETCH_BATCHES = 2
 # "auto" caching keeps the undecoded elements (file paths, encoded bytes or
@@ -68,11 +68,24 @@ class PipelineConfig:
             fit, as the `keras-vit` programs do). Off by default: a plain
             `model.fit(dataset, epochs=N)` ends each epoch after one pass.
         autotune: Let tf.data tune parallelism and prefetching. Off by
-            default: with TF 2.21, destroying an autotuned iterator waits for
-            the tuning thread's next wake-up, up to 60 s, which stalled the end
-            of every long `fit` (its training and validation iterators) by
-            that much. Off means one map call per CPU core and two prefetched
-            batches, ample for small images; turn it on for heavy decoding.
+            default, by measurement: on 400 ImageNet-sized JPEGs (2 cores,
+            benchmarks/RESULTS.md) the tuned training pipeline made 14% fewer
+            images/s than the static one (one map call per CPU core, two
+            prefetched batches), the tuning thread's own work included.
+            (An earlier TF 2.21 stall of up to 60 s when an autotuned iterator
+            was destroyed did not reproduce in 2026-12-06's checks; a test runs
+            an autotuned pipeline in a subprocess and requires a prompt exit.)
+        threads: Size of the pipeline's private thread pool; None: one thread
+            per CPU core (6% more images/s than the shared pool on the 2-core
+            test machine, benchmarks/RESULTS.md); 0: TensorFlow's shared
+            inter-op pool.
+        deterministic: Training only: False lets parallel map calls finish
+            out of order (each image keeps its own crop and flip, but batches
+            are no longer reproducible).
+        scaled_decode: Evaluation (and training without the crop): JPEGs at
+            least twice the model's size in both dimensions are decoded at
+            1/2, 1/4 or 1/8 scale by libjpeg, then resized (see
+            `preprocess.decode_resize`); False decodes every image whole.
     """
 
     image_size: tuple[int, int]
@@ -91,6 +104,9 @@ class PipelineConfig:
     shuffle_buffer: int | None = None
     repeat: bool = False
     autotune: bool = False
+    threads: int | None = None
+    deterministic: bool = True
+    scaled_decode: bool = True
 
     def __post_init__(self):
         size = self.image_size
@@ -172,12 +188,15 @@ def build_dataset(
 
     if not training:
         def prepare_eval(*element):
+            if split.read is not None:  # encoded: decode (and downscale) in one pass
+                encoded, label = split.read(*element)
+                return preprocess.decode_resize(encoded, config.image_size, config.scaled_decode), label
             image, label = split.decode(*element)
             return preprocess.resize(image, config.image_size), label
 
         ds = ds.map(prepare_eval, num_parallel_calls=parallel)
         ds = ds.batch(batch, drop_remainder=False)
-        return _finish(ds, config, one_hot)
+        return _finish(ds, config, one_hot, training=False)
 
     buffer = config.shuffle_buffer or (
         split.num_examples if split.small_elements
@@ -193,14 +212,27 @@ def build_dataset(
     flip = source.flip if config.flip is None else config.flip
 
     def prepare_train(element, pair):
-        image, label = split.decode(*element) if isinstance(element, tuple) else split.decode(element)
+        args = element if isinstance(element, tuple) else (element,)
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
-        if config.crop_area is not None:
-            image = preprocess.inception_crop(
-                image, config.image_size, crop_seed, config.crop_area, config.aspect_ratio
-            )
+        if split.read is not None:
+            # Encoded images: a JPEG is decoded only inside its crop window
+            # (the same window and pixels as decoding it whole, then cropping).
+            encoded, label = split.read(*args)
+            if config.crop_area is not None:
+                crop = preprocess.decode_crop(
+                    encoded, crop_seed, config.crop_area, config.aspect_ratio
+                )
+                image = preprocess.resize(crop, config.image_size)
+            else:
+                image = preprocess.decode_resize(encoded, config.image_size, config.scaled_decode)
         else:
-            image = preprocess.resize(image, config.image_size)
+            image, label = split.decode(*args)
+            if config.crop_area is not None:
+                image = preprocess.inception_crop(
+                    image, config.image_size, crop_seed, config.crop_area, config.aspect_ratio
+                )
+            else:
+                image = preprocess.resize(image, config.image_size)
         if flip:
             image = preprocess.random_flip(image, flip_seed)
         return image, label
@@ -230,7 +262,7 @@ def build_dataset(
             return tf.cast(batch["images"], tf.float32), batch["labels"]
 
         ds = ds.map(transform)  # sequential, for reproducible layer states
-    return _finish(ds, config, one_hot)
+    return _finish(ds, config, one_hot, training=True)
 
 
 def make_dataset_fn(
@@ -301,8 +333,10 @@ def _maybe_cache(ds: tf.data.Dataset, cache: bool | str, num_examples: int) -> t
     return ds
 
 
-def _finish(ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None) -> tf.data.Dataset:
-    """One-hot labels if needed, scale pixels for the model, prefetch."""
+def _finish(
+    ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None, training: bool
+) -> tf.data.Dataset:
+    """One-hot labels if needed, scale pixels for the model, prefetch, options."""
 
     def finish(images, labels):
         images = preprocess.scale_for_model(images, config.include_preprocessing)
@@ -310,11 +344,17 @@ def _finish(ds: tf.data.Dataset, config: PipelineConfig, one_hot: int | None) ->
             labels = tf.one_hot(labels, one_hot, dtype=tf.float32)
         return images, labels
 
+    parallel = AUTOTUNE if config.autotune else _PARALLEL_CALLS
+    if one_hot or not config.include_preprocessing:  # else nothing to do per batch
+        ds = ds.map(finish, num_parallel_calls=parallel)
+    ds = ds.prefetch(AUTOTUNE if config.autotune else _PREFETCH_BATCHES)
     options = tf.data.Options()
     options.autotune.enabled = config.autotune
-    if config.autotune:
-        return ds.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE).with_options(options)
-    ds = ds.map(finish, num_parallel_calls=_PARALLEL_CALLS).prefetch(_PREFETCH_BATCHES)
+    threads = _PARALLEL_CALLS if config.threads is None else config.threads
+    if threads:
+        options.threading.private_threadpool_size = threads
+    if training:
+        options.deterministic = config.deterministic
     return ds.with_options(options)
 
 

@@ -79,8 +79,27 @@ def inception_crop(
     Returns:
         float32 image of shape [size[0], size[1], 3] in [0, 255].
     """
+    window = crop_window(tf.shape(image), seed, area_range, aspect_ratio_range)
+    return resize(crop_to_window(image, window), size)
+
+
+def crop_window(
+    image_shape: tf.Tensor,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = INCEPTION_AREA_RANGE,
+    aspect_ratio_range: tuple[float, float] = INCEPTION_ASPECT_RANGE,
+) -> tf.Tensor:
+    """Samples the inception crop window of an image of shape [H, W, C].
+
+    Needs only the shape, so for a JPEG it can be drawn from the header
+    (`tf.image.extract_jpeg_shape`) before any pixel is decoded.
+
+    Returns:
+        int32 [4]: offset_y, offset_x, height, width (the `crop_window` of
+        `tf.io.decode_and_crop_jpeg`).
+    """
     begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
+        tf.cast(image_shape, tf.int32),
         bounding_boxes=tf.zeros([1, 0, 4], tf.float32),
         seed=seed,
         min_object_covered=0.0,
@@ -89,13 +108,111 @@ def inception_crop(
         max_attempts=100,
         use_image_if_no_bounding_boxes=True,
     )
-    crop = tf.slice(image, begin, crop_size)
+    return tf.stack([begin[0], begin[1], crop_size[0], crop_size[1]])
+
+
+def crop_to_window(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    """The pixels of `image` [H, W, 3] inside `window` (offset_y, offset_x, height, width)."""
+    crop = tf.slice(image, [window[0], window[1], 0], [window[2], window[3], -1])
     crop.set_shape([None, None, 3])
-    return resize(crop, size)
+    return crop
+
+
+def decode_jpeg_window(encoded: tf.Tensor, window: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """Decodes only `window` of a JPEG; the same pixels as decoding it whole and cropping.
+
+    `tf.io.decode_and_crop_jpeg` alone differs from decode-then-crop by up to
+    ~18 levels in a crop's first and last columns: libjpeg's horizontal chroma
+    upsampling treats the window's left and right edges as image edges. One
+    extra column on each side (then sliced off) gives those columns their
+    neighbours, and the pixels are then identical (tests/test_tf_data.py).
+
+    Args:
+        encoded: JPEG bytes (scalar string).
+        window: int32 [4] offset_y, offset_x, height, width.
+        width: The image's width (from `tf.image.extract_jpeg_shape`).
+
+    Returns:
+        uint8 [height, width, 3].
+    """
+    y, x, h, w = tf.unstack(window)
+    x0 = tf.maximum(x - 1, 0)
+    x1 = tf.minimum(x + w + 1, width)
+    wide = tf.io.decode_and_crop_jpeg(encoded, tf.stack([y, x0, h, x1 - x0]), channels=3)
+    crop = wide[:, x - x0 : x - x0 + w]
+    crop.set_shape([None, None, 3])
+    return crop
+
+
+def decode_crop(
+    encoded: tf.Tensor,
+    seed: tf.Tensor,
+    area_range: tuple[float, float] = INCEPTION_AREA_RANGE,
+    aspect_ratio_range: tuple[float, float] = INCEPTION_ASPECT_RANGE,
+) -> tf.Tensor:
+    """Decodes the inception crop window of encoded image bytes, uint8 [h, w, 3].
+
+    JPEGs (also grayscale, progressive and CMYK ones) are decoded only inside
+    the window, sampled from the JPEG header; other formats (PNG, BMP, GIF)
+    are decoded whole by `decode_image` and cropped. Either way the window is
+    the one `inception_crop` draws for the decoded image with the same seed,
+    and the pixels are those of decode-then-crop.
+    """
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        window = crop_window(shape, seed, area_range, aspect_ratio_range)
+        return decode_jpeg_window(encoded, window, shape[1])
+
+    def other():
+        image = decode_image(encoded)
+        window = crop_window(tf.shape(image), seed, area_range, aspect_ratio_range)
+        return crop_to_window(image, window)
+
+    return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
+
+
+def decode_resize(encoded: tf.Tensor, size: tuple[int, int], scaled_jpeg: bool = True) -> tf.Tensor:
+    """Decodes encoded image bytes and resizes the whole image to `size` (evaluation).
+
+    With `scaled_jpeg`, a JPEG at least twice the target size in both
+    dimensions is decoded at 1/2, 1/4 or 1/8 scale (libjpeg scales in the DCT
+    domain, averaging the pixels it drops: decoding and most of the
+    downscaling in one pass), the smallest scale still at least `size`; the
+    bilinear resize then finishes. Images under twice the target size (e.g.
+    ImageNet's ~500x375 at 224) are decoded whole, exactly as `decode_image`.
+
+    Returns:
+        float32 [size[0], size[1], 3] in [0, 255].
+    """
+    if not scaled_jpeg:
+        return resize(decode_image(encoded), size)
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(encoded)
+        # Largest DCT scale 1/r whose output (ceil(dim / r)) still covers size.
+        fits = [
+            tf.logical_and(shape[0] >= r * size[0], shape[1] >= r * size[1]) for r in (2, 4, 8)
+        ]
+        branch = tf.reduce_sum(tf.cast(tf.stack(fits), tf.int32))
+        image = tf.switch_case(branch, [
+            lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in (1, 2, 4, 8)
+        ])
+        image.set_shape([None, None, 3])
+        return resize(image, size)
+
+    return tf.cond(tf.io.is_jpeg(encoded), jpeg, lambda: resize(decode_image(encoded), size))
 
 
 def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Flips left-right with probability 1/2 (stateless)."""
+    """Flips left-right with probability 1/2 (stateless).
+
+    TensorFlow's own flip, a `tf.cond` around `tf.reverse`: measured against
+    cond-free flips (a strided slice of stride -1 or 1, a gather of column
+    indices, `tf.where` of both), all slower per image on the CPU, since
+    TensorFlow's negative-stride slice, gather and select each cost more than
+    the branch (benchmarks/RESULTS.md, issue 24).
+    """
     return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 

@@ -24,6 +24,8 @@ SPLIT_ROLES = ("train", "validation", "test")
 MakeFn = Callable[..., tf.data.Dataset]
 # undecoded element -> (image uint8 [H, W, 3], label int32 []).
 DecodeFn = Callable[[Any], tuple[tf.Tensor, tf.Tensor]]
+# undecoded element -> (encoded image bytes [], label int32 []).
+ReadFn = Callable[[Any], tuple[tf.Tensor, tf.Tensor]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,10 @@ class Split:
             `dataset.map(decode)` (tuple elements arrive as separate args).
         small_elements: Elements are tiny (file paths, 8x8 arrays), so a
             shuffle buffer can hold the whole split: a full reshuffle per epoch.
+        read: For splits of encoded images (files, TFDS records): maps one
+            undecoded element to `(encoded image bytes, int32 label)`, so that
+            the pipeline can decode a JPEG's crop window only, or decode and
+            downscale in one pass. None: images come only through `decode`.
     """
 
     name: str
@@ -45,6 +51,7 @@ class Split:
     make: MakeFn
     decode: DecodeFn
     small_elements: bool = False
+    read: ReadFn | None = None
 
 
 @dataclasses.dataclass(frozen=True)

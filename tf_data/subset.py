@@ -35,5 +35,6 @@ def subset(source: Source, role: str, fraction: float, seed: int = 0) -> Source:
         return ds.shard(num_shards, shard_index) if num_shards > 1 else ds
 
     reduced = Split(name=f"{split.name}[{100 * fraction:g}% seed {seed}]", num_examples=count,
-                    make=make, decode=split.decode, small_elements=split.small_elements)
+                    make=make, decode=split.decode, small_elements=split.small_elements,
+                    read=split.read)
     return dataclasses.replace(source, splits={**source.splits, role: reduced})

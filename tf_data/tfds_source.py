@@ -184,10 +184,14 @@ def _tfds_split(builder: Any, role: str, split: str, image_key: str, label_key: 
         )
         return ds.map(lambda ex: {"image": ex[image_key], "label": ex[label_key]})
 
+    def read(example):
+        return example["image"], tf.cast(example["label"], tf.int32)
+
     def decode(example):
         return decode_image(example["image"]), tf.cast(example["label"], tf.int32)
 
-    return Split(name=f"{role} ({split})", num_examples=num_examples, make=make, decode=decode)
+    return Split(name=f"{role} ({split})", num_examples=num_examples, make=make, decode=decode,
+                 read=read)
 
 
 def _num_examples(builder: Any, split: str) -> int:
