@@ -33,6 +33,12 @@ from keras_vit.variants import (
     ViTTi16,
 )
 from keras_vit.imagenet import decode_predictions
-from keras_vit.weights import download_weights, get_weights_entry, list_weights, load_weights
+from keras_vit.weights import (
+    download_weights,
+    get_weights_entry,
+    list_weights,
+    load_weights,
+    pi_resize_patch_embedding,
+)
 
 __version__ = "0.1.0"
