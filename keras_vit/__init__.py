@@ -15,6 +15,7 @@ from keras_vit.layers import (
 )
 from keras_vit import distribution
 from keras_vit.distribution import layout_map
+from keras_vit.features import TokensToSpatial, feature_extractor
 from keras_vit.masked_patch_prediction import MaskedPatchPrediction
 from keras_vit.model import ViT, VisionTransformer
 from keras_vit.preprocessing import preprocess_input
