@@ -38,6 +38,7 @@ class RunConfig:
     attention_dropout_rate: float = 0.0
     stochastic_depth_rate: float = 0.0
     include_preprocessing: bool = True
+    remat: bool = False
     weights: str | None = None
     init: str | None = None
     # data

@@ -82,6 +82,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stochastic-depth-rate", type=float)
     g.add_argument("--include-preprocessing", type=_bool,
                    help="true: the model takes [0,255] pixels (default); false: [-1,1]")
+    g.add_argument("--remat", action="store_true", default=argparse.SUPPRESS,
+                   help="rematerialise the encoder blocks: recompute their activations in "
+                   "the backward pass (much less memory, about one more forward pass per step)")
 
 
 def add_fit_options(p: argparse.ArgumentParser) -> None:

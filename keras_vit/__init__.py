@@ -19,6 +19,7 @@ from keras_vit.features import TokensToSpatial, feature_extractor
 from keras_vit.masked_patch_prediction import MaskedPatchPrediction
 from keras_vit.model import ViT, VisionTransformer
 from keras_vit.preprocessing import preprocess_input
+from keras_vit.remat import RematTransformerBlock
 from keras_vit.schedules import WarmupDecay
 from keras_vit.variants import (
     VARIANTS,

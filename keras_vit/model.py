@@ -116,6 +116,7 @@ def ViT(
     pos_embed_resample=None,
     patch_embed_resample=None,
     last_block_class_token_only=True,
+    remat=False,
     name="vit",
 ):
     """Builds a Vision Transformer.
@@ -185,6 +186,10 @@ def ViT(
             gradients, without the last block's work on the other T - 1 rows (about 1/L of the
             encoder). Set False to keep every block's full (B, T, D) output in the graph, e.g.
             to read the last block's tokens with `get_layer(...).output`.
+        remat: rematerialise the encoder blocks (`keras_vit.remat.RematTransformerBlock`):
+            training keeps only each block's input and recomputes the rest in the backward
+            pass, for much less activation memory at about one more forward pass per step.
+            Same weights, outputs and gradients; `.keras` files keep the choice.
         name: the model's name.
 
     Returns:
@@ -257,8 +262,11 @@ def ViT(
     # Eq. 4 reads z_L^0 only, so the last block need not compute the other rows.
     class_row_only = last_block_class_token_only and classifier == "token" and (
         include_top or pooling == "token")
+    block_class = TransformerBlock
+    if remat:
+        from keras_vit.remat import RematTransformerBlock as block_class  # noqa: PLC0415, N813
     for i in range(num_layers):
-        block = TransformerBlock(
+        block = block_class(
             num_heads,
             mlp_dim,
             dropout_rate=dropout_rate,
