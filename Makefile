@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[test]"
+	# keras-cv (the cv extra, tested here) without its dependencies: its pins predate Keras 3.15.
+	$(PY) -m pip install -q --no-deps -c constraints.txt keras-cv
 	@touch $(STAMP)
 
 install: $(STAMP)

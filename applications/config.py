@@ -69,6 +69,7 @@ class RunConfig:
     randaugment: Any = None
     mixup: float = 0.0
     cutmix: float = 0.0
+    augment: Any = None
     # run
     checkpoint_every: int = 1
     steps_per_execution: int = 1
