@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# --no-compile: pip byte-compiles every module of TensorFlow, PyTorch and JAX (53 s instead
 	# of 214 s for this install here); Python compiles the few that are imported, once.
 	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[test]"
+	# keras-cv (the cv extra, tested here) without its dependencies: its pins predate Keras 3.15.
+	$(PY) -m pip install -q --no-compile --no-deps -c constraints.txt keras-cv
 	@touch $(STAMP)
 
 install: $(STAMP)

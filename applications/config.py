@@ -41,6 +41,7 @@ class RunConfig:
     attention_dropout_rate: float = 0.0
     stochastic_depth_rate: float = 0.0
     include_preprocessing: bool = True
+    remat: bool = False
     weights: str | None = None
     init: str | None = None
     # data
@@ -71,6 +72,7 @@ class RunConfig:
     randaugment: Any = None
     mixup: float = 0.0
     cutmix: float = 0.0
+    augment: Any = None
     # run
     checkpoint_every: int = 1
     steps_per_execution: int = 1
