@@ -15,11 +15,13 @@ import json
 import math
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
 
 from applications.config import write_json_atomic
+from applications.options import UsageError
 
 STATE_FILE = "state.json"
 
@@ -137,15 +139,36 @@ def write_history_csv(path: str, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+class UnusableBackup(UsageError):
+    """A backup directory whose state cannot be restored (the message names the file and why)."""
+
+
 def read_state(backup_dir: str) -> dict:
-    """The committed state of a backup directory, or {} when there is none."""
+    """The committed state of a backup directory, or {} when there is none.
+
+    Raises:
+        UnusableBackup: `state.json` is not the JSON this callback writes, or the weights file
+            it names is missing or not a readable `.npz` (a truncated copy, say).
+    """
     path = os.path.join(backup_dir, STATE_FILE)
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        state = json.load(f)
-    if not os.path.exists(os.path.join(backup_dir, state.get("weights", ""))):
-        raise RuntimeError(f"Backup {path} names a missing weights file {state.get('weights')!r}.")
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UnusableBackup(f"Backup {path} is unreadable ({e}).") from None
+    if not (isinstance(state, dict) and isinstance(state.get("epoch"), int)
+            and isinstance(state.get("weights"), str)):
+        raise UnusableBackup(f"Backup {path} lacks an integer 'epoch' and a 'weights' file name.")
+    weights = os.path.join(backup_dir, state["weights"])
+    if not os.path.exists(weights):
+        raise UnusableBackup(f"Backup {path} names a missing weights file {state['weights']!r}.")
+    try:  # reads the archive's directory: a truncated file has none
+        with np.load(weights) as archive:
+            archive.files  # noqa: B018
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UnusableBackup(f"Backup weights {weights} are not a readable .npz ({e}).") from None
     return state
 
 

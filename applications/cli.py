@@ -13,6 +13,7 @@ The backend is chosen with the KERAS_BACKEND environment variable
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -74,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line `argv` (default: sys.argv[1:]); returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ logs quiet
-    parser = build_parser()
+    with _native_stderr_silenced():  # the parsers import keras, and so TensorFlow on its backend
+        parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "export" and args.out is None and len(extra) == 1 \
             and not extra[0].startswith("-"):
@@ -84,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        import tensorflow  # noqa: F401  (tf.data feeds every backend)
+        with _native_stderr_silenced():
+            import tensorflow as tf  # (tf.data feeds every backend)
+
+            tf.config.list_physical_devices()  # probes CUDA here, where its notices are silenced
     except ImportError:
         print(f"keras-vit {args.command}: error: the keras-vit programs read data with tf.data "
               "and need TensorFlow, which is not installed here (the library itself does not): "
@@ -111,18 +116,42 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Discards what C++ code writes to the process's stderr (file descriptor 2) meanwhile.
+
+    TensorFlow's start-up lines on a machine without a GPU ("Could not find cuda drivers",
+    "failed call to cuInit", absl's "All log messages before absl::InitializeLog()") are
+    written by C++ logging that ignores TF_CPP_MIN_LOG_LEVEL; a CPU user of every backend saw
+    them before each command's output. Python exceptions are unaffected: they are raised, and
+    printed after the descriptor is restored.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _fit(args: argparse.Namespace) -> int:
     from applications import config as config_lib
     from applications import distributed, training
 
     explicit = {k: v for k, v in vars(args).items() if k != "command"}
     resume = explicit.pop("resume", False)
+    batch_size_given = "batch_size" in explicit
     distribution = distributed.Options.pop_from(explicit)  # per process; not in config.json
     if resume:
         if "output" not in explicit:
             raise options.UsageError("--resume needs --output DIR of the run to continue.")
         if os.path.exists(os.path.join(explicit["output"], config_lib.CONFIG_FILE)):
             config = training.resume_config(explicit["output"], explicit)
+            batch_size_given = True  # the batch size its config.json records
         else:
             print(f"--resume: no run in {explicit['output']} yet; starting a new one.")
             config = config_lib.resolve(args.command, explicit)
@@ -130,7 +159,8 @@ def _fit(args: argparse.Namespace) -> int:
         config = config_lib.resolve(args.command, explicit)
     _validate(config)
     training.check_not_usage(config)
-    return training.run(config, resume=resume, distribution=distribution)
+    return training.run(config, resume=resume, distribution=distribution,
+                        batch_size_given=batch_size_given)
 
 
 def _validate(config) -> None:

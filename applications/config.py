@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
 from applications import recipes
 from applications.options import ARCH_KEYS, UsageError
-
-CONFIG_FILE = "config.json"
+from applications.run_files import (  # noqa: F401  (this module's interface)
+    CONFIG_FILE,
+    _json_default,
+    load,
+    write_json_atomic,
+)
 
 
 @dataclasses.dataclass
@@ -38,6 +41,7 @@ class RunConfig:
     attention_dropout_rate: float = 0.0
     stochastic_depth_rate: float = 0.0
     include_preprocessing: bool = True
+    remat: bool = False
     weights: str | None = None
     init: str | None = None
     # data
@@ -68,6 +72,7 @@ class RunConfig:
     randaugment: Any = None
     mixup: float = 0.0
     cutmix: float = 0.0
+    augment: Any = None
     # run
     checkpoint_every: int = 1
     steps_per_execution: int = 1
@@ -188,37 +193,6 @@ def save(config: RunConfig, extra: dict | None = None) -> str:
     data.update(extra or {})
     write_json_atomic(path, data)
     return path
-
-
-def load(directory: str) -> dict:
-    """Reads DIRECTORY/config.json (the whole dict, including extra keys)."""
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise UsageError(f"{path} not found: {directory!r} is not a keras-vit run directory.")
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Writes JSON to a temporary file, then renames it over `path`.
-
-    A reader (or a run killed mid-write) sees either the old or the new file,
-    never half of one.
-    """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)
 
 
 def _slug(dataset: str) -> str:

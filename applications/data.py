@@ -74,12 +74,13 @@ def build_run_data(config, source: tf_data.Source, image_size, data_seed: int) -
         mixup_alpha=config.mixup,
         cutmix_alpha=config.cutmix,
         one_hot=True if config.label_smoothing else None,
+        batch_transforms=tuple(getattr(config, "augment", None) or ()),
         repeat=True,
     )
     # Evaluation: plain resize, but the same label format as training, since
     # the compiled loss and metrics expect it.
     evaluation = dataclasses.replace(
         train, crop_area=None, flip=False, randaugment=None, mixup_alpha=0.0,
-        cutmix_alpha=0.0, one_hot=train.uses_one_hot,
+        cutmix_alpha=0.0, one_hot=train.uses_one_hot, batch_transforms=(),
     )
     return RunData(source=source, train_config=train, eval_config=evaluation)

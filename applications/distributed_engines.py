@@ -15,7 +15,7 @@ import types
 import keras
 
 from applications import callbacks as cb
-from applications.distributed import Options
+from applications.distributed_options import Options
 from applications.options import UsageError
 
 

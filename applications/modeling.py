@@ -110,6 +110,7 @@ def build_model(config, arch: dict, num_classes: int) -> keras.Model:
         attention_dropout_rate=config.attention_dropout_rate,
         stochastic_depth_rate=config.stochastic_depth_rate,
         include_preprocessing=config.include_preprocessing,
+        remat=getattr(config, "remat", False),
         classes=num_classes,
         name=(config.model or "vit").lower(),
     )

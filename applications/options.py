@@ -82,6 +82,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stochastic-depth-rate", type=float)
     g.add_argument("--include-preprocessing", type=_bool,
                    help="true: the model takes [0,255] pixels (default); false: [-1,1]")
+    g.add_argument("--remat", action="store_true", default=argparse.SUPPRESS,
+                   help="rematerialise the encoder blocks: recompute their activations in "
+                   "the backward pass (much less memory, about one more forward pass per step)")
 
 
 def add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -112,6 +115,11 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--randaugment", type=randaugment, help="N,M: Keras RandAugment (off)")
     a.add_argument("--mixup", type=float, help="MixUp alpha (0 = off)")
     a.add_argument("--cutmix", type=float, help="CutMix alpha (0 = off)")
+    a.add_argument("--augment", action="append", metavar="LAYER",
+                   help="an augmentation layer applied to training batches in tf.data, by class "
+                   "path with optional keyword arguments, e.g. keras_cv.layers.AugMix or "
+                   "'keras_cv.layers.RandAugment(magnitude=0.3)' (keras-cv: the cv extra) or "
+                   "keras.layers.RandomErasing; repeat for several")
 
     r = p.add_argument_group("run")
     r.add_argument("--output", help="run directory (checkpoints, logs, metrics.json)")

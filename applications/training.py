@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from applications import callbacks as cb
 from applications import config as config_lib
 from applications import data as data_lib
 from applications import distributed
-from applications import modeling, reporting
+from applications import memory, modeling, reporting
 from applications.options import UsageError
 
 EXIT_NAN = 3
@@ -26,7 +27,7 @@ LOG_CSV = "log.csv"
 
 
 def run(config: config_lib.RunConfig, resume: bool = False, log=print,
-        distribution: distributed.Options | None = None) -> int:
+        distribution: distributed.Options | None = None, batch_size_given: bool = True) -> int:
     """Trains (or fine-tunes) as `config` says; writes everything to config.output.
 
     Args:
@@ -35,6 +36,8 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print,
         log: Where progress messages go.
         distribution: --strategy and cluster flags (default: one device). Only
             the chief process writes files; every process restores on --resume.
+        batch_size_given: Whether the user chose config.batch_size; the recipe's default is
+            reduced to fit a small dataset (with a message) instead of refused.
 
     Returns:
         Process exit code: 0 on success, `EXIT_NAN` when the loss diverged.
@@ -43,10 +46,18 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print,
     dist = distributed.setup(distribution, log)  # first: before any computation
     output = config.output
     backup_dir = os.path.join(output, BACKUP_DIR)
-    state = cb.read_state(backup_dir)
+    try:
+        state = cb.read_state(backup_dir)
+    except cb.UnusableBackup as e:
+        if resume:
+            raise cb.UnusableBackup(f"cannot --resume: {e} Start afresh without --resume "
+                                    "(the backup is then replaced).") from None
+        log(f"Starting afresh in {output}: replacing the previous run's unusable backup ({e})")
+        state = {"unusable": True}
     if state and not resume:
-        log(f"Starting afresh in {output}: removing the previous run's backup "
-            "(use --resume to continue it instead).")
+        if "unusable" not in state:
+            log(f"Starting afresh in {output}: removing the previous run's backup "
+                "(use --resume to continue it instead).")
         if dist.is_chief:
             shutil.rmtree(backup_dir)
         state = {}
@@ -61,8 +72,12 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print,
     _describe_source(source, log)
     arch = config.architecture()
     image_size = modeling._pair(arch.get("image_size", 224))
+    if not batch_size_given:
+        config = _fit_default_batch_to(source, config, log)
     tf_data.check_batch_size(source, "train", config.batch_size)
     dist.check_batch_size(config.batch_size)
+    memory.check_training_fits(arch, image_size, config.batch_size,
+                               2 if policy.startswith("mixed") else 4, dist.num_replicas)
 
     keras.utils.set_random_seed(config.seed)
     # A resumed run gets a different data order than the first epochs had.
@@ -231,6 +246,19 @@ def _describe_source(source: tf_data.Source, log) -> None:
         shown = ", ".join(source.skipped_files[:5])
         more = f" and {len(source.skipped_files) - 5} more" if len(source.skipped_files) > 5 else ""
         log(f"Skipped {len(source.skipped_files)} unreadable image file(s): {shown}{more}.")
+
+
+def _fit_default_batch_to(source, config, log):
+    """The config with the recipe's batch size reduced for a training split that it exceeds:
+    the largest power of two at most an eighth of the examples, so that an epoch has at least
+    eight steps (a 400-image folder met the paper's batch of 512 first)."""
+    examples = source.split("train").num_examples
+    if config.batch_size <= examples:
+        return config
+    batch = 1 << max(0, (examples // 8).bit_length() - 1)
+    log(f"The default batch size {config.batch_size} exceeds the {examples} training examples of "
+        f"{source.name!r}; using {batch} (choose one with --batch-size).")
+    return dataclasses.replace(config, batch_size=batch)
 
 
 def check_not_usage(config: config_lib.RunConfig) -> None:

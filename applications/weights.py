@@ -22,6 +22,7 @@ import os
 import keras
 import numpy as np
 
+from applications import run_files
 from applications.options import UsageError
 
 _DROPPED_PREFIXES = ("head/", "pre_logits/")
@@ -86,9 +87,7 @@ def source_architecture(spec: str, with_image_size: bool = False) -> dict:
             "variants, e.g. ViTB16), since the registry is per variant."
         )
     if _has_run_config(spec):
-        from applications import config as config_lib
-
-        saved = config_lib.load(os.path.dirname(os.path.abspath(spec)))
+        saved = run_files.load(os.path.dirname(os.path.abspath(spec)))
         return {k: v for k, v in saved["architecture"].items()
                 if with_image_size or k != "image_size"}
     if spec.endswith(".keras"):
@@ -146,10 +145,9 @@ def _official_params(model: keras.Model) -> dict[str, np.ndarray]:
 
 def _params_from_run_weights(path: str) -> dict[str, np.ndarray]:
     """Reads a keras-vit run's `.weights.h5` through a model rebuilt from config.json."""
-    from applications import config as config_lib
     import keras_vit
 
-    saved = config_lib.load(os.path.dirname(os.path.abspath(path)))
+    saved = run_files.load(os.path.dirname(os.path.abspath(path)))
     source = keras_vit.ViT(**saved["architecture"], classes=saved["num_classes"],
                            include_preprocessing=saved.get("include_preprocessing", True))
     source.load_weights(path)

@@ -211,6 +211,16 @@ def keras_worker(args):
             classifier_activation=None, gelu_approximate=args.gelu == "tanh",
             last_block_class_token_only=args.last_block == "class_row",
         ))
+    if args.baseline:
+        # The same model from another checkout of keras-vit (e.g. a worktree of main), loaded
+        # as `keras_vit_base`, timed in turn with the others in this process.
+        keras_vit_base = import_baseline(args.baseline)
+        steps["keras_vit_base"] = step_of(keras_vit_base.ViT(
+            image_size=args.image_size, patch_size=arch["patch"], hidden_size=arch["hidden"],
+            num_layers=arch["layers"], num_heads=arch["heads"], mlp_dim=arch["mlp"],
+            classifier_activation=None, gelu_approximate=args.gelu == "tanh",
+            last_block_class_token_only=args.last_block == "class_row",
+        ))
     if "keras_hub" in args.models:
         import keras_hub
 
@@ -231,6 +241,12 @@ def keras_worker(args):
             step()
             times[name].append(time.perf_counter() - start)
     results = {"backend": backend, "device": device}
+    if "keras_vit" in args.models:
+        import keras_vit
+
+        # Which implementation each primitive took (after the run: measured choices included).
+        results["keras_vit_kernels"] = keras_vit.kernels.describe()
+        results["keras_vit_path"] = os.path.dirname(keras_vit.__file__)
     for name, values in times.items():
         seconds = statistics.median(values)
         if name == "ceiling":
@@ -238,6 +254,31 @@ def keras_worker(args):
         else:
             results[name] = args.batch_size / seconds
     print(json.dumps(results))
+
+
+def import_baseline(path):
+    """`path`/keras_vit imported as the package `keras_vit_base`: a copy with every
+    `keras_vit` name (imports, registered Keras package names) renamed, so that both versions
+    live in one process without sharing modules or serialisation names."""
+    import importlib
+    import re
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="keras_vit_base_")
+    target = os.path.join(root, "keras_vit_base")
+    shutil.copytree(os.path.join(path, "keras_vit"), target,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for folder, _, files in os.walk(target):
+        for name in files:
+            if name.endswith(".py"):
+                file = os.path.join(folder, name)
+                with open(file, encoding="utf-8") as f:
+                    text = f.read()
+                with open(file, "w", encoding="utf-8") as f:
+                    f.write(re.sub(r"\bkeras_vit\b", "keras_vit_base", text))
+    sys.path.insert(0, root)
+    return importlib.import_module("keras_vit_base")
 
 
 # The ceiling: ViT-B/16's MLP at batch 8 (1576 tokens), 1576x768 @ 768x3072, then back; on an
@@ -304,7 +345,8 @@ def matmul_step(backend, rows=MATMUL_ROWS, dtype="float32"):
 
     if device == "cpu" and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         # PyTorch has two CPU product kernels, MKL's (`@`) and oneDNN's (which keras-vit
-        # uses on AVX-512 CPUs); the ceiling is the faster of the two here.
+        # takes per shape where it measured faster, keras_vit.kernels.torch); the ceiling is
+        # the faster of the two here.
         linear = torch.ops.mkldnn._linear_pointwise
         w1_t, w2_t = w1.t(), w2.t()
 
@@ -485,6 +527,9 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--backends", default="jax,tensorflow,torch")
     parser.add_argument("--models", default="keras_vit,keras_hub,hf_transformers")
+    parser.add_argument("--baseline", help="also time keras-vit from this other checkout "
+                        "(its keras_vit/ package, e.g. a git worktree of main), interleaved "
+                        "with the others in the same process: old and new code in one run")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -494,7 +539,8 @@ def main(argv=None):
         return hf_worker(args)
 
     passthrough = [f"--{key.replace('_', '-')}={value}" for key, value in vars(args).items()
-                   if key not in ("json", "worker", "peak_tflops", "products_bound")]
+                   if key not in ("json", "worker", "peak_tflops", "products_bound", "baseline")]
+    passthrough += [f"--baseline={os.path.abspath(args.baseline)}"] if args.baseline else []
     passthrough += ["--products-bound"] if args.products_bound else []
     flops = forward_flops(arch_of(args.variant), args.image_size,
                           last_block_rows=last_block_rows(args))
@@ -521,6 +567,18 @@ def main(argv=None):
             r[f"{name}_mfu"] = mfu(r.get(name), model_flops, peak_of(r["device"]))
     if hf:
         hf["hf_transformers_mfu"] = mfu(hf["hf_transformers"], model_flops, peak_of(hf["device"]))
+    for backend, r in rows.items():
+        for primitive, choice in r.get("keras_vit_kernels", {}).items():
+            print(f"  {backend} kernels.{primitive}: {choice}")
+    if args.baseline:
+        print(f"\n{title}: new code against the baseline ({args.baseline}), interleaved")
+        print("| backend | keras-vit img/s | baseline img/s | KerasHub img/s | new vs KerasHub "
+              "| baseline vs KerasHub | new / baseline |")
+        print("|---|---|---|---|---|---|---|")
+        for backend, r in rows.items():
+            ours, base, hub = r.get("keras_vit"), r.get("keras_vit_base"), r.get("keras_hub")
+            print(f"| {backend} | {_f(ours)} | {_f(base)} | {_f(hub)} | {_ratio(ours, hub)} | "
+                  f"{_ratio(base, hub)} | {_ratio(ours, base)} |")
     print(f"\n{title}  (img/s; GFLOP/s; share of the matmul ceiling; MFU where the peak is known)")
     print("| backend | keras-vit img/s | KerasHub img/s | vs KerasHub | keras-vit GFLOP/s | ceiling GFLOP/s | of ceiling | keras-vit MFU | KerasHub MFU | products only img/s |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -15,9 +15,11 @@ from keras_vit.layers import (
 )
 from keras_vit import distribution
 from keras_vit.distribution import layout_map
+from keras_vit.features import TokensToSpatial, feature_extractor
 from keras_vit.masked_patch_prediction import MaskedPatchPrediction
 from keras_vit.model import ViT, VisionTransformer
 from keras_vit.preprocessing import preprocess_input
+from keras_vit.remat import RematTransformerBlock
 from keras_vit.schedules import WarmupDecay
 from keras_vit.variants import (
     VARIANTS,
@@ -33,6 +35,12 @@ from keras_vit.variants import (
     ViTTi16,
 )
 from keras_vit.imagenet import decode_predictions
-from keras_vit.weights import download_weights, get_weights_entry, list_weights, load_weights
+from keras_vit.weights import (
+    download_weights,
+    get_weights_entry,
+    list_weights,
+    load_weights,
+    pi_resize_patch_embedding,
+)
 
 __version__ = "0.1.0"

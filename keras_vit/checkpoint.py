@@ -199,7 +199,7 @@ def resample_position_embedding(posemb, grid, num_prefix_tokens, method="officia
 
 
 def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="official",
-                      skip_head=False):
+                      skip_head=False, patch_embed_resample=None):
     """Writes `params` (official layout) into `model`, all or nothing.
 
     Args:
@@ -208,6 +208,10 @@ def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="of
         source: a name for error messages (usually the file path).
         pos_embed_resample: how to resample the position embedding when the grid differs.
         skip_head: leave `head` untouched (a new head for fine-tuning).
+        patch_embed_resample: how to fit a checkpoint's `embedding/kernel` of another patch
+            size: None (refuse, naming the option), `"pi"` or `"pi_bicubic"` (FlexiViT's
+            PI-resize for bilinear or antialiased-bicubic patch resizing; see
+            `keras_vit.weights.patch_resize`).
 
     Raises:
         ValueError: naming every missing, unexpected or mis-shaped key; the model is unchanged.
@@ -227,7 +231,8 @@ def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="of
             problems.append(f"missing key '{key}' (model expects shape {tuple(variable.shape)})")
             continue
         try:
-            values[key] = _fit(key, np.asarray(params[key]), variable, encoder, pos_embed_resample)
+            values[key] = _fit(key, np.asarray(params[key]), variable, encoder, pos_embed_resample,
+                               patch_embed_resample)
         except ValueError as error:
             problems.append(str(error))
     extra = sorted(k for k in params if k not in targets and not k.startswith(ignored))
@@ -245,11 +250,28 @@ def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="of
         targets[key].assign(value)
 
 
-def _fit(key, value, variable, encoder, pos_embed_resample):
+def _fit(key, value, variable, encoder, pos_embed_resample, patch_embed_resample=None):
     """The checkpoint array reshaped/resampled for `variable`, or a ValueError naming both."""
     want = tuple(variable.shape)
     if value.shape == want:
         return value
+    if key == "embedding/kernel" and value.ndim == 4 and value.shape[2:] == want[2:]:
+        from keras_vit.weights.patch_resize import (  # noqa: PLC0415 (optional path)
+            PATCH_EMBED_RESAMPLE, pi_resize_patch_embedding)
+
+        if patch_embed_resample is None:
+            raise ValueError(
+                f"'{key}' has patch size {value.shape[:2]} in the checkpoint, the model "
+                f"{want[:2]} (shapes {value.shape} vs {want}); pass "
+                "patch_embed_resample='pi' to resample it (FlexiViT's PI-resize)"
+            )
+        if patch_embed_resample not in PATCH_EMBED_RESAMPLE:
+            raise ValueError(
+                f"Unknown patch_embed_resample {patch_embed_resample!r}; expected None or one "
+                f"of {', '.join(map(repr, PATCH_EMBED_RESAMPLE))}"
+            )
+        return pi_resize_patch_embedding(value, want[:2],
+                                         PATCH_EMBED_RESAMPLE[patch_embed_resample])
     if key == "embedding/kernel" and value.ndim == 4 and value.shape[:2] == want[:2] \
             and value.shape[3] == want[3]:
         raise ValueError(
@@ -284,7 +306,8 @@ def _extra_hint(key):
     return ""
 
 
-def load_weights(model, weights, pos_embed_resample="official", skip_head=False):
+def load_weights(model, weights, pos_embed_resample="official", skip_head=False,
+                 patch_embed_resample=None):
     """Loads `weights` (an official/big_vision `.npz` or a Keras `.weights.h5`) into `model`.
 
     A failed load raises and leaves every weight as it was.
@@ -299,7 +322,7 @@ def load_weights(model, weights, pos_embed_resample="official", skip_head=False)
         raise ValueError(f"Cannot tell the format of {path!r}: expected a .npz or .weights.h5 file.")
     params = read_npz(path)
     assign_checkpoint(model, params, source=path, pos_embed_resample=pos_embed_resample,
-                      skip_head=skip_head)
+                      skip_head=skip_head, patch_embed_resample=patch_embed_resample)
     return model
 
 

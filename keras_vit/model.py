@@ -36,6 +36,9 @@ class VisionTransformer(keras.Model):
     what `jit_compile="auto"` (Keras' default, compiled or not) picks on TensorFlow, where
     Keras leaves XLA off on CPUs. Measured on this model (benchmarks/RESULTS.md):
 
+    - under a `tf.distribute` strategy (a model created in its scope), no step compiles with
+      XLA, as in Keras (with several devices XLA's steps fail to run); otherwise:
+
     - on accelerators, and for small models on CPUs, every step compiles with XLA: it fuses
       the layer norms, softmax and GELU into their neighbours, and per-op overhead dominates
       small CPU steps (the `digits` model trains in 19 ms per step with XLA, 26 without);
@@ -70,6 +73,11 @@ class VisionTransformer(keras.Model):
     def _resolve_auto_jit_compile(self):
         # What "auto" means, for `compile` and for a model that was never compiled.
         if keras.backend.backend() == "tensorflow":
+            if getattr(self, "_distribute_strategy", None) is not None:
+                # Keras' own rule: no XLA under tf.distribute (a model created in a
+                # MirroredStrategy scope over several devices fails to compile with XLA:
+                # "Trying to access resource ... located in device CPU:1 from device CPU:0").
+                return False
             return not self._cpu_runs_faster_in_graph()  # every keras_vit layer compiles
         return super()._resolve_auto_jit_compile()
 
@@ -114,7 +122,9 @@ def ViT(
     include_preprocessing=True,
     head=None,
     pos_embed_resample=None,
+    patch_embed_resample=None,
     last_block_class_token_only=True,
+    remat=False,
     name="vit",
 ):
     """Builds a Vision Transformer.
@@ -172,12 +182,22 @@ def ViT(
             resolution: `"official"` (scipy zoom, order 1, as vit_jax) or `"bicubic"`
             (antialiased, as timm). Default (None): the weights' own (`"bicubic"` for timm
             files, else `"official"`).
+        patch_embed_resample: how a checkpoint of another patch size is loaded: None (refused),
+            `"pi"` (FlexiViT's PI-resize of the patch embedding for bilinearly resized patches,
+            as big_vision) or `"pi_bicubic"` (for antialiased bicubic resizing, as timm):
+            a patch resized to `patch_size` then gives the checkpoint's token (exactly when
+            the new patch is larger). Without `image_size` the model keeps the checkpoint's
+            resolution, so a B/16 file at 224 px with `patch_size=8` gives 28x28 tokens.
         last_block_class_token_only: when the model reads only the class token's final row
             (`classifier="token"` with `include_top=True` or `pooling="token"`), the last block
             computes only that row (`TransformerBlock(num_queries=1)`): the same outputs and
             gradients, without the last block's work on the other T - 1 rows (about 1/L of the
             encoder). Set False to keep every block's full (B, T, D) output in the graph, e.g.
             to read the last block's tokens with `get_layer(...).output`.
+        remat: rematerialise the encoder blocks (`keras_vit.remat.RematTransformerBlock`):
+            training keeps only each block's input and recomputes the rest in the backward
+            pass, for much less activation memory at about one more forward pass per step.
+            Same weights, outputs and gradients; `.keras` files keep the choice.
         name: the model's name.
 
     Returns:
@@ -217,11 +237,15 @@ def ViT(
             include_top=include_top, classes=classes, head=head,
             representation_size=representation_size, gelu_approximate=gelu_approximate,
             pos_embed_resample=pos_embed_resample, classifier=classifier,
+            patch_embed_resample=patch_embed_resample,
         )
         image_size, representation_size = plan.image_size, plan.representation_size
         gelu_approximate = plan.gelu_approximate
     elif head is not None:
         raise ValueError(f"head={head!r} only applies when loading `weights`.")
+    elif patch_embed_resample is not None:
+        raise ValueError(f"patch_embed_resample={patch_embed_resample!r} only applies when "
+                         "loading `weights`.")
     image_size = 224 if image_size is None else image_size
     gelu_approximate = True if gelu_approximate is None else gelu_approximate
     inputs, x = _inputs(image_size, input_tensor, input_shape)
@@ -246,8 +270,11 @@ def ViT(
     # Eq. 4 reads z_L^0 only, so the last block need not compute the other rows.
     class_row_only = last_block_class_token_only and classifier == "token" and (
         include_top or pooling == "token")
+    block_class = TransformerBlock
+    if remat:
+        from keras_vit.remat import RematTransformerBlock as block_class  # noqa: PLC0415, N813
     for i in range(num_layers):
-        block = TransformerBlock(
+        block = block_class(
             num_heads,
             mlp_dim,
             dropout_rate=dropout_rate,

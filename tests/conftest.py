@@ -12,11 +12,12 @@ import keras  # noqa: E402
 BACKEND = keras.backend.backend()
 
 # Program-level tests whose logic does not depend on the backend (the orchestration of
-# `keras-vit ablate` and `pretrain`, a single process's --resume bookkeeping) run once, on the
-# backend that compiles tiny models fastest. Each engine's own training and resume paths are
-# tested on every backend elsewhere (test_applications, test_masked_patch_prediction,
-# test_distributed_multiprocess).
-ONCE_BACKEND = "torch"
+# `keras-vit ablate` and `pretrain`, a single process's --resume bookkeeping) run once per
+# `make test`, in the leg that KERAS_VIT_ONCE_BACKEND names (the Makefile: torch, which compiles
+# tiny models fastest). Run alone (`make test-jax`, plain pytest), a leg runs them itself. Each
+# engine's own training and resume paths are tested on every backend elsewhere
+# (test_applications, test_masked_patch_prediction, test_distributed_multiprocess).
+ONCE_BACKEND = os.environ.get("KERAS_VIT_ONCE_BACKEND") or BACKEND
 once = pytest.mark.skipif(
     BACKEND != ONCE_BACKEND, reason=f"backend-independent program logic; runs once, on {ONCE_BACKEND}"
 )

@@ -1,8 +1,17 @@
 """Other checkpoint formats give the same function as their source: HF transformers, timm, big_vision.
 
-The reference is HF `ViTForImageClassification` (PyTorch, eval mode) with random weights; the
-timm and big_vision files are made here from the same weights, following each project's own
-layout, and must reproduce the same logits.
+Each file is written the way its own project writes it, and the expected logits come from that
+project's forward pass, not from keras_vit:
+- HF: `ViTForImageClassification.save_pretrained` of a transformers model with random weights,
+  against that model's own logits (PyTorch, eval mode);
+- timm: a state dict with timm `VisionTransformer`'s names and shapes, spelled out here (fused
+  `attn.qkv`, OIHW patch kernel, class row inside `pos_embed`), against a float64 NumPy forward
+  that reads those arrays as timm's modules do (`qkv` split as (3, heads, head_dim), exact GELU,
+  LayerNorm eps 1e-6);
+- big_vision: an `.npz` with big_vision's `params/` tree (Linen names `LayerNorm_0/1`,
+  `MultiHeadDotProductAttention_0`, `MlpBlock_0`, blocks scanned into one stacked
+  `encoderblock`, `pos_embedding` over the patches only with the class token added after it),
+  against a float64 NumPy forward of big_vision's `vit.py` (tanh GELU).
 """
 
 import json
@@ -20,6 +29,7 @@ safetensors_torch = pytest.importorskip("safetensors.torch")
 import keras_vit  # noqa: E402
 from keras_vit.formats import detect_format, read_checkpoint  # noqa: E402
 from keras_vit.formats.safetensors_io import read_safetensors  # noqa: E402
+from numpy_vit import gelu, layer_norm  # noqa: E402
 
 TOLERANCE = 1e-4
 ARCH = dict(patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
@@ -63,91 +73,147 @@ def build(weights, **kwargs):
                          include_preprocessing=False, weights=weights, **kwargs)
 
 
-def to_timm(state):
-    """HF ViT names -> timm VisionTransformer names, q/k/v fused into qkv (timm's layout)."""
-    s = {k.removeprefix("vit."): v.detach().clone() for k, v in state.items()}
-    out = {
-        "cls_token": s["embeddings.cls_token"],
-        "pos_embed": s["embeddings.position_embeddings"],
-        "patch_embed.proj.weight": s["embeddings.patch_embeddings.projection.weight"],
-        "patch_embed.proj.bias": s["embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": s["layernorm.weight"], "norm.bias": s["layernorm.bias"],
-        "head.weight": s["classifier.weight"], "head.bias": s["classifier.bias"],
-    }
+def _normal(rng, *shape, scale):
+    return (rng.standard_normal(shape) * scale).astype("float32")
+
+
+def make_timm_state(rng, image_size=32):
+    """Random weights under timm VisionTransformer's state-dict names and shapes (torch layouts:
+    Linear (out, in), Conv2d OIHW); class token on, so `pos_embed` has the class row first."""
+    d, m, p = ARCH["hidden_size"], ARCH["mlp_dim"], ARCH["patch_size"]
+    tokens = (image_size // p) ** 2 + 1
+    s = {"cls_token": _normal(rng, 1, 1, d, scale=0.3),
+         "pos_embed": _normal(rng, 1, tokens, d, scale=0.3),
+         "patch_embed.proj.weight": _normal(rng, d, 3, p, p, scale=1 / (p * 3 ** 0.5)),
+         "patch_embed.proj.bias": _normal(rng, d, scale=0.1),
+         "norm.weight": 1 + _normal(rng, d, scale=0.1), "norm.bias": _normal(rng, d, scale=0.1),
+         "head.weight": _normal(rng, CLASSES, d, scale=0.5), "head.bias": _normal(rng, CLASSES, scale=0.1)}
     for i in range(ARCH["num_layers"]):
-        p, q = f"encoder.layer.{i}.", f"blocks.{i}."
-        att = p + "attention.attention."
-        for part in ("weight", "bias"):
-            out[q + f"attn.qkv.{part}"] = torch.cat(
-                [s[att + f"{n}.{part}"] for n in ("query", "key", "value")], dim=0)
-            out[q + f"attn.proj.{part}"] = s[p + f"attention.output.dense.{part}"]
-            out[q + f"norm1.{part}"] = s[p + f"layernorm_before.{part}"]
-            out[q + f"norm2.{part}"] = s[p + f"layernorm_after.{part}"]
-            out[q + f"mlp.fc1.{part}"] = s[p + f"intermediate.dense.{part}"]
-            out[q + f"mlp.fc2.{part}"] = s[p + f"output.dense.{part}"]
-    return {k: v.contiguous() for k, v in out.items()}
+        b = f"blocks.{i}."
+        for norm in ("norm1", "norm2"):
+            s[b + norm + ".weight"] = 1 + _normal(rng, d, scale=0.1)
+            s[b + norm + ".bias"] = _normal(rng, d, scale=0.1)
+        s[b + "attn.qkv.weight"] = _normal(rng, 3 * d, d, scale=d ** -0.5)
+        s[b + "attn.qkv.bias"] = _normal(rng, 3 * d, scale=0.1)
+        s[b + "attn.proj.weight"] = _normal(rng, d, d, scale=d ** -0.5)
+        s[b + "attn.proj.bias"] = _normal(rng, d, scale=0.1)
+        s[b + "mlp.fc1.weight"] = _normal(rng, m, d, scale=d ** -0.5)
+        s[b + "mlp.fc1.bias"] = _normal(rng, m, scale=0.1)
+        s[b + "mlp.fc2.weight"] = _normal(rng, d, m, scale=m ** -0.5)
+        s[b + "mlp.fc2.bias"] = _normal(rng, d, scale=0.1)
+    return s
 
 
-def to_big_vision(state):
-    """HF ViT -> a big_vision `.npz` dict: `params/` prefix, Linen names, scanned blocks, and
-    big_vision's position embedding (patch rows only; the class token carries its own)."""
-    s = {k.removeprefix("vit."): v.detach().numpy().astype(np.float32) for k, v in state.items()}
-    d, h = ARCH["hidden_size"], ARCH["num_heads"]
-    pos = s["embeddings.position_embeddings"]
-    out = {
-        "params/cls": s["embeddings.cls_token"] + pos[:, :1],
-        "params/pos_embedding": pos[:, 1:],
-        "params/embedding/kernel": s["embeddings.patch_embeddings.projection.weight"].transpose(2, 3, 1, 0),
-        "params/embedding/bias": s["embeddings.patch_embeddings.projection.bias"],
-        "params/Transformer/encoder_norm/scale": s["layernorm.weight"],
-        "params/Transformer/encoder_norm/bias": s["layernorm.bias"],
-        "params/head/kernel": s["classifier.weight"].T,
-        "params/head/bias": s["classifier.bias"],
-    }
-    blocks = {}
+def _patchify_conv(images, kernel_hwio, bias):
+    """A stride-P VALID convolution, (B, H, W, C) -> (B, N, D), patches row-major."""
+    p = kernel_hwio.shape[0]
+    b, h, w, c = images.shape
+    patches = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    return patches.reshape(b, -1, p * p * c) @ kernel_hwio.reshape(p * p * c, -1) + bias
 
-    def put(key, value):
-        blocks.setdefault(key, []).append(value)
 
+def _softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def timm_forward(state, images, pos_embed=None):
+    """timm VisionTransformer.forward (global_pool='token') in float64 on NHWC `images`."""
+    s = {k: np.asarray(v, np.float64) for k, v in state.items()}
+    heads, d = ARCH["num_heads"], ARCH["hidden_size"]
+    x = _patchify_conv(np.asarray(images, np.float64),
+                       s["patch_embed.proj.weight"].transpose(2, 3, 1, 0), s["patch_embed.proj.bias"])
+    b, n = x.shape[:2]
+    x = np.concatenate([np.broadcast_to(s["cls_token"], (b, 1, d)), x], axis=1)  # _pos_embed
+    x = x + (s["pos_embed"] if pos_embed is None else pos_embed)
+    ln = lambda t, name: layer_norm(t, s[name + ".weight"], s[name + ".bias"], eps=1e-6)  # noqa: E731
     for i in range(ARCH["num_layers"]):
-        p = f"encoder.layer.{i}."
-        att = p + "attention.attention."
-        put("LayerNorm_0/scale", s[p + "layernorm_before.weight"])
-        put("LayerNorm_0/bias", s[p + "layernorm_before.bias"])
-        put("LayerNorm_1/scale", s[p + "layernorm_after.weight"])
-        put("LayerNorm_1/bias", s[p + "layernorm_after.bias"])
-        for n in ("query", "key", "value"):
-            put(f"MultiHeadDotProductAttention_0/{n}/kernel", s[att + f"{n}.weight"].T.reshape(d, h, d // h))
-            put(f"MultiHeadDotProductAttention_0/{n}/bias", s[att + f"{n}.bias"].reshape(h, d // h))
-        put("MultiHeadDotProductAttention_0/out/kernel",
-            s[p + "attention.output.dense.weight"].T.reshape(h, d // h, d))
-        put("MultiHeadDotProductAttention_0/out/bias", s[p + "attention.output.dense.bias"])
-        put("MlpBlock_0/Dense_0/kernel", s[p + "intermediate.dense.weight"].T)
-        put("MlpBlock_0/Dense_0/bias", s[p + "intermediate.dense.bias"])
-        put("MlpBlock_0/Dense_1/kernel", s[p + "output.dense.weight"].T)
-        put("MlpBlock_0/Dense_1/bias", s[p + "output.dense.bias"])
-    for key, values in blocks.items():
-        out["params/Transformer/encoderblock/" + key] = np.stack(values)
+        q = f"blocks.{i}."
+        y = ln(x, q + "norm1")
+        qkv = (y @ s[q + "attn.qkv.weight"].T + s[q + "attn.qkv.bias"]).reshape(b, n + 1, 3, heads, -1)
+        query, key, value = qkv.transpose(2, 0, 3, 1, 4)  # each (B, heads, N, head_dim)
+        attn = _softmax(query @ key.transpose(0, 1, 3, 2) * query.shape[-1] ** -0.5)
+        y = (attn @ value).transpose(0, 2, 1, 3).reshape(b, n + 1, d)
+        x = x + y @ s[q + "attn.proj.weight"].T + s[q + "attn.proj.bias"]
+        y = gelu(ln(x, q + "norm2") @ s[q + "mlp.fc1.weight"].T + s[q + "mlp.fc1.bias"], approximate=False)
+        x = x + y @ s[q + "mlp.fc2.weight"].T + s[q + "mlp.fc2.bias"]
+    x = ln(x, "norm")[:, 0]
+    return x @ s["head.weight"].T + s["head.bias"]
+
+
+def make_big_vision_params(rng, image_size=32):
+    """Random weights as big_vision saves a ViT (`vit.py`, scan=True, pool_type='tok'): the
+    flattened `params` tree joined with '/', each block's arrays stacked on a leading depth axis."""
+    d, h, m, p = ARCH["hidden_size"], ARCH["num_heads"], ARCH["mlp_dim"], ARCH["patch_size"]
+    depth, n = ARCH["num_layers"], (image_size // p) ** 2
+    blk = "params/Transformer/encoderblock/"
+    out = {"params/embedding/kernel": _normal(rng, p, p, 3, d, scale=1 / (p * 3 ** 0.5)),
+           "params/embedding/bias": _normal(rng, d, scale=0.1),
+           "params/pos_embedding": _normal(rng, 1, n, d, scale=0.3),
+           "params/cls": _normal(rng, 1, 1, d, scale=0.3),
+           "params/Transformer/encoder_norm/scale": 1 + _normal(rng, d, scale=0.1),
+           "params/Transformer/encoder_norm/bias": _normal(rng, d, scale=0.1),
+           "params/head/kernel": _normal(rng, d, CLASSES, scale=0.5),
+           "params/head/bias": _normal(rng, CLASSES, scale=0.1)}
+    for norm in ("LayerNorm_0", "LayerNorm_1"):
+        out[blk + norm + "/scale"] = 1 + _normal(rng, depth, d, scale=0.1)
+        out[blk + norm + "/bias"] = _normal(rng, depth, d, scale=0.1)
+    for name in ("query", "key", "value"):
+        out[blk + f"MultiHeadDotProductAttention_0/{name}/kernel"] = _normal(rng, depth, d, h, d // h, scale=d ** -0.5)
+        out[blk + f"MultiHeadDotProductAttention_0/{name}/bias"] = _normal(rng, depth, h, d // h, scale=0.1)
+    out[blk + "MultiHeadDotProductAttention_0/out/kernel"] = _normal(rng, depth, h, d // h, d, scale=d ** -0.5)
+    out[blk + "MultiHeadDotProductAttention_0/out/bias"] = _normal(rng, depth, d, scale=0.1)
+    out[blk + "MlpBlock_0/Dense_0/kernel"] = _normal(rng, depth, d, m, scale=d ** -0.5)
+    out[blk + "MlpBlock_0/Dense_0/bias"] = _normal(rng, depth, m, scale=0.1)
+    out[blk + "MlpBlock_0/Dense_1/kernel"] = _normal(rng, depth, m, d, scale=m ** -0.5)
+    out[blk + "MlpBlock_0/Dense_1/bias"] = _normal(rng, depth, d, scale=0.1)
     return out
+
+
+def big_vision_forward(params, images):
+    """big_vision `vit.py` _Model.__call__ (pool_type='tok', scanned Encoder) in float64:
+    position embedding added to the patches, then the class token prepended."""
+    p = {k.removeprefix("params/"): np.asarray(v, np.float64) for k, v in params.items()}
+    x = _patchify_conv(np.asarray(images, np.float64), p["embedding/kernel"], p["embedding/bias"])
+    x = x + p["pos_embedding"]
+    b, _, d = x.shape
+    x = np.concatenate([np.broadcast_to(p["cls"], (b, 1, d)), x], axis=1)
+    blk = "Transformer/encoderblock/"
+    for i in range(p[blk + "LayerNorm_0/scale"].shape[0]):
+        w = {k[len(blk):]: v[i] for k, v in p.items() if k.startswith(blk)}
+        y = layer_norm(x, w["LayerNorm_0/scale"], w["LayerNorm_0/bias"])
+        a = "MultiHeadDotProductAttention_0/"
+        query, key, value = (np.einsum("btd,dhk->bhtk", y, w[a + f"{n}/kernel"])
+                             + w[a + f"{n}/bias"][None, :, None] for n in ("query", "key", "value"))
+        attn = _softmax(query @ key.transpose(0, 1, 3, 2) / np.sqrt(query.shape[-1]))
+        x = x + np.einsum("bhtk,hkd->btd", attn @ value, w[a + "out/kernel"]) + w[a + "out/bias"]
+        y = layer_norm(x, w["LayerNorm_1/scale"], w["LayerNorm_1/bias"])
+        y = gelu(y @ w["MlpBlock_0/Dense_0/kernel"] + w["MlpBlock_0/Dense_0/bias"], approximate=True)
+        x = x + y @ w["MlpBlock_0/Dense_1/kernel"] + w["MlpBlock_0/Dense_1/bias"]
+    x = layer_norm(x, p["Transformer/encoder_norm/scale"], p["Transformer/encoder_norm/bias"])[:, 0]
+    return x @ p["head/kernel"] + p["head/bias"]
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """The HF model, its save_pretrained directory, derived timm / big_vision files, inputs."""
+    """The HF model and its save_pretrained directory, a timm and a big_vision file, inputs."""
     root = tmp_path_factory.mktemp("formats")
     model = make_hf_model()
     hf_dir = root / "hf"
     model.save_pretrained(hf_dir)
     state = model.state_dict()
-    legacy = {k: v for k, v in read_safetensors(hf_dir / "model.safetensors")[0].items()}
+    legacy = {k: v.numpy() for k, v in safetensors_torch.load_file(hf_dir / "model.safetensors").items()}
+    rng = np.random.default_rng(5)
+    timm_state = make_timm_state(rng)
     timm_path = root / "vit_tiny_test.safetensors"
-    safetensors_torch.save_file(to_timm({k: torch.from_numpy(v) for k, v in legacy.items()}),
-                                str(timm_path))
+    safetensors_torch.save_file({k: torch.from_numpy(v) for k, v in timm_state.items()}, str(timm_path))
+    bv_params = make_big_vision_params(rng)
     bv_path = root / "big_vision.npz"
-    np.savez(bv_path, **to_big_vision({k: torch.from_numpy(v) for k, v in legacy.items()}))
+    np.savez(bv_path, **bv_params)
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
     return dict(model=model, hf_dir=hf_dir, state=state, legacy=legacy, timm=timm_path,
-                big_vision=bv_path, images=images, expected=hf_logits(model, images), root=root)
+                timm_state=timm_state, big_vision=bv_path, big_vision_params=bv_params,
+                images=images, expected=hf_logits(model, images), root=root)
 
 
 # --------------------------------------------------------------------------- HF transformers
@@ -220,35 +286,34 @@ def test_hf_unsupported_activation_is_refused(source, tmp_path):
 # --------------------------------------------------------------------------- timm
 
 
-def test_timm_safetensors_matches_transformers(source):
+def test_timm_safetensors_matches_timms_forward(source):
     assert detect_format(source["timm"]) == "timm"
     ckpt = read_checkpoint(source["timm"], num_heads=ARCH["num_heads"])
     assert ckpt.gelu_approximate is False and ckpt.pos_embed_resample == "bicubic"
     model = build(str(source["timm"]))
-    assert relative_error(keras_logits(model, source["images"]), source["expected"]) < TOLERANCE
+    expected = timm_forward(source["timm_state"], source["images"])
+    assert relative_error(keras_logits(model, source["images"]), expected) < TOLERANCE
 
 
 def test_timm_resampled_like_timm(source):
-    """At 48 px a timm file's position embedding is resampled as timm does (bicubic,
-    antialias): compare with HF at 48 px holding torch's own resampled table."""
-    posemb = source["state"]["vit.embeddings.position_embeddings"].detach()
+    """At 48 px a timm file's position embedding is resampled as timm's resample_abs_pos_embed
+    does (torch bicubic, antialias, align_corners False, class row kept aside)."""
+    posemb = torch.from_numpy(source["timm_state"]["pos_embed"])
     grid = posemb[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
     grid = torch.nn.functional.interpolate(grid, size=(6, 6), mode="bicubic", antialias=True,
                                            align_corners=False)
     resampled = torch.cat([posemb[:, :1], grid.permute(0, 2, 3, 1).reshape(1, 36, -1)], dim=1)
-    hf48 = make_hf_model(image_size=48)
-    state = {k: v for k, v in source["state"].items() if "position_embeddings" not in k}
-    hf48.load_state_dict({**state, "vit.embeddings.position_embeddings": resampled})
     images = np.random.default_rng(2).uniform(-1, 1, (2, 48, 48, 3)).astype("float32")
+    expected = timm_forward(source["timm_state"], images, pos_embed=resampled.numpy())
     model = build(str(source["timm"]), image_size=48)
-    assert relative_error(keras_logits(model, images), hf_logits(hf48, images)) < TOLERANCE
+    assert relative_error(keras_logits(model, images), expected) < TOLERANCE
     # The official (bilinear, aligned corners) resampling gives a measurably different model.
     official = build(str(source["timm"]), image_size=48, pos_embed_resample="official")
-    assert relative_error(keras_logits(official, images), hf_logits(hf48, images)) > 1e-3
+    assert relative_error(keras_logits(official, images), expected) > 1e-3
 
 
 def test_timm_unknown_parts_are_named(source, tmp_path):
-    state = {k: torch.from_numpy(v) for k, v in read_safetensors(source["timm"])[0].items()}
+    state = {k: torch.from_numpy(v) for k, v in source["timm_state"].items()}
     state["blocks.0.ls1.gamma"] = torch.ones(ARCH["hidden_size"])
     path = tmp_path / "layer_scale.safetensors"
     safetensors_torch.save_file(state, str(path))
@@ -259,11 +324,14 @@ def test_timm_unknown_parts_are_named(source, tmp_path):
 # --------------------------------------------------------------------------- big_vision
 
 
-def test_big_vision_npz_matches_transformers(source):
+def test_big_vision_npz_matches_big_visions_forward(source):
     assert read_checkpoint(source["big_vision"]).format == "big_vision"
-    with pytest.warns(UserWarning, match="tanh-approximate"):  # big_vision trains with tanh
-        model = build(str(source["big_vision"]), gelu_approximate=False)
-    assert relative_error(keras_logits(model, source["images"]), source["expected"]) < TOLERANCE
+    model = build(str(source["big_vision"]))  # big_vision trains with the tanh GELU
+    expected = big_vision_forward(source["big_vision_params"], source["images"])
+    assert relative_error(keras_logits(model, source["images"]), expected) < TOLERANCE
+    with pytest.warns(UserWarning, match="tanh-approximate"):
+        exact = build(str(source["big_vision"]), gelu_approximate=False)
+    assert relative_error(keras_logits(exact, source["images"]), expected) > 1e-6
 
 
 # --------------------------------------------------------------------------- file handling

@@ -347,6 +347,23 @@ def test_auto_jit_compile_on_a_tensorflow_cpu(config, jit_compile, xla, monkeypa
         assert model.jit_compile == choice  # building the steps left the user's choice alone
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute is TensorFlow's")
+def test_auto_jit_compile_is_off_under_a_tf_distribute_strategy(monkeypatch):
+    """As Keras decides for its own models: a model created in a strategy's scope compiles no
+    step with XLA on "auto" (under MirroredStrategy over two devices XLA's train step fails:
+    examples/finetune_mirrored.py in tests/test_examples.py runs that case)."""
+    import tensorflow as tf
+
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("the CPU test: small-auto compiles with XLA outside a strategy")
+    with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+        model = keras_vit.ViT(**SMALL)  # XLA on "auto" outside a strategy (test above)
+        model.compile(optimizer="adam", loss="mse")
+    assert _xla_per_step(model, monkeypatch) == {"train": False, "test": False, "predict": False}
+    assert model.jit_compile is False
+    assert model.get_compile_config()["jit_compile"] == "auto"
+
+
 def test_a_saved_compiled_model_loads_compiled_with_its_optimizer_state(tmp_path, rng):
     """`VisionTransformer` overrides `compile`, which makes Keras skip recompiling on load
     unless the model handles `compile_from_config` itself."""

@@ -189,3 +189,16 @@ def test_pretrain_then_finetune_init_then_export(tmp_path):
     for model in ("ft/model.keras", "pre/backbone.keras"):
         errors = _export_and_serve(str(tmp_path / model), tmp_path, ["onnx"])
         assert errors["onnx"] < 1e-4, (model, errors)
+
+
+def test_a_usage_error_is_one_line_after_a_quiet_start(tmp_path):
+    """No TensorFlow/CUDA/absl start-up lines (TF_CPP_MIN_LOG_LEVEL unset, as for a user), no
+    traceback: the error alone, exit code 2."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [KERAS_VIT, "train", "--dataset", "digits", "--batch-size", "0", "--output", "x"],
+        cwd=tmp_path, env={**env, "KERAS_BACKEND": BACKEND}, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "keras-vit train: error: --batch-size 0 is invalid; must be >= 1."], done.stderr

@@ -37,16 +37,32 @@ def test_pretrain_saves_a_backbone_that_beats_the_marginal_baseline(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), backbone.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
-    # ... and `keras-vit finetune --init` starts a classifier from it.
+    # ... and `keras-vit finetune --init` starts a classifier from it, at the backbone's own 8 px
+    # (no --image-size: the fine-tuning recipe's 384 px once built 36,864 tokens here).
     tuned = tmp_path / "tuned"
     assert main(["finetune", "--dataset", "digits", "--init", str(out / "backbone.keras"),
-                 "--image-size", "8", "--epochs", "1", "--output", str(tuned), "--verbose", "0"]) == 0
+                 "--epochs", "5", "--lr", "0.3", "--output", str(tuned), "--verbose", "0"]) == 0
+    tuned_metrics = json.loads((tuned / "metrics.json").read_text())
+    assert tuned_metrics["image_size"] == [8, 8]
     classifier = keras.saving.load_model(tuned / "model.keras")
-    # One epoch of fine-tuning moves the pre-trained patch embedding only a little.
+    assert classifier.input_shape == (None, 8, 8, 3)
+    # digits' preset is 8 px too: the backbone's resolution is what a 384 px recipe gets as well.
+    from applications import config as config_lib
+
+    for dataset in ("cifar10", str(tmp_path / "folder")):
+        config = config_lib.resolve("finetune", {"dataset": dataset, "init": str(out / "backbone.keras")})
+        assert config.image_size in (8, (8, 8), [8, 8]), (dataset, config.image_size)
+    # Fine-tuning moves the pre-trained patch embedding only a little (measured correlation
+    # 0.938-0.948 with the backbone's; a fresh initialisation: about 0).
     tuned_kernel = keras.ops.convert_to_numpy(classifier.get_layer("embedding").kernel).ravel()
     start_kernel = keras.ops.convert_to_numpy(backbone.get_layer("embedding").kernel).ravel()
-    assert np.corrcoef(tuned_kernel, start_kernel)[0, 1] > 0.9
-    assert json.loads((tuned / "metrics.json").read_text())["test"]["accuracy"] > 0.1
+    assert np.corrcoef(tuned_kernel, start_kernel)[0, 1] > 0.8
+    # The masked-patch backbone's class token carries little (a logistic-regression probe on it:
+    # 0.36), so one epoch of the recipe's SGD (lr 0.01, zero head) stays at chance (measured
+    # 0.10-0.11; at lr 0.03-0.3 0.09-0.13). Five epochs at lr 0.3: 0.376, 0.373, 0.432 test
+    # accuracy (PyTorch, seeds default/1/2), 0.223 (JAX), above 0.3 (TensorFlow). The bound sits
+    # between the runs that learned nothing (<= 0.13) and the lowest that learned (0.223).
+    assert tuned_metrics["test"]["accuracy"] > 0.16, tuned_metrics["test"]
 
 
 def test_ablation_settings_are_the_papers():
@@ -107,18 +123,32 @@ def test_visualize_writes_every_figure(tmp_path, rng):
     assert np.array(summary["mean_attention_distance_pixels"]).shape == (2, 4)
 
 
-@pytest.mark.skipif(BACKEND != "torch", reason="exports through TensorFlow; once, from another backend")
+@pytest.mark.skipif(BACKEND != "tensorflow",
+                    reason="export runs under TensorFlow (other backends hand the model to a "
+                           "TensorFlow process: test_newcomer); run once, in-process")
 def test_export_command_from_a_run_directory(tmp_path, rng):
     import onnxruntime
+    from sklearn.datasets import load_digits
 
     model = keras_vit.ViT(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,
                           mlp_dim=64, classes=10)
+    # A non-zero head: the zero-initialised one outputs 0.1 for every class and image, which any
+    # graph ending in a uniform softmax would reproduce.
+    head = model.get_layer("head")
+    head.kernel.assign(rng.standard_normal(head.kernel.shape).astype("float32"))
+    head.bias.assign(rng.standard_normal(head.bias.shape).astype("float32"))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     model.save(run_dir / "model.keras")
     out = str(tmp_path / "model.onnx")
     assert main(["export", str(run_dir), out, "--format", "onnx"]) == 0
     session = onnxruntime.InferenceSession(out)
-    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x})[0],
-                               model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
+    digits = np.repeat(np.repeat(load_digits().images[:4] * (255 / 16), 4, 1), 4, 2)
+    x = np.concatenate([np.repeat(digits[..., None], 3, -1),
+                        rng.uniform(0, 255, (4, 32, 32, 3))]).astype("float32")
+    expected = model.predict(x, verbose=0)
+    # The outputs to match are informative: far from uniform within each image, and different
+    # from image to image.
+    assert expected.max(-1).min() > 0.2 and np.ptp(expected, axis=0).max() > 0.2
+    actual = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from keras_vit.checkpoint import POS_EMBED_KEY, official_variables, resample_position_embedding
+from keras_vit.checkpoint import POS_EMBED_KEY, official_variables
 from keras_vit.weights import registry
 from keras_vit.weights.download import WeightsDownloadError, WeightsIntegrityError, fetch
 from keras_vit.weights.shapes import entry_shapes, official_shapes
@@ -232,15 +232,39 @@ def test_registry_name_wins_over_a_same_named_folder(bucket, tmp_path, monkeypat
         keras_vit.ViTTi16(weights="./imagenet")  # the explicit path is the folder
 
 
+def _official_zoom(posemb, grid):
+    """vit_jax/checkpoint.py: class row aside, the (24, 24, D) grid through scipy's order-1 zoom."""
+    import scipy.ndimage
+
+    side = int(math.isqrt(posemb.shape[1] - 1))
+    rows = posemb[0, 1:].reshape(side, side, -1)
+    zoomed = scipy.ndimage.zoom(rows, (grid / side, grid / side, 1), order=1)
+    return np.concatenate([posemb[:, :1], zoomed.reshape(1, grid * grid, -1)], axis=1)
+
+
+def _timm_bicubic(posemb, grid):
+    """timm's resample_abs_pos_embed: torch bicubic, antialias, align_corners False, NCHW."""
+    import torch
+
+    side = int(math.isqrt(posemb.shape[1] - 1))
+    rows = torch.from_numpy(posemb[:, 1:].reshape(1, side, side, -1)).permute(0, 3, 1, 2)
+    rows = torch.nn.functional.interpolate(rows, size=(grid, grid), mode="bicubic", antialias=True,
+                                           align_corners=False)
+    rows = rows.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).numpy()
+    return np.concatenate([posemb[:, :1], rows], axis=1)
+
+
 def test_other_resolution_resamples_with_the_chosen_algorithm(bucket):
     entry = keras_vit.get_weights_entry("ViTTi16", "imagenet")
     arrays = publish(bucket, entry)
+    posemb = arrays[POS_EMBED_KEY]
+    assert posemb.shape == (1, 24 * 24 + 1, 192)
+    expected = {"official": _official_zoom(posemb, 14), "bicubic": _timm_bicubic(posemb, 14)}
     for method in ("official", "bicubic"):
         model = keras_vit.ViTTi16(weights="imagenet", image_size=224, pos_embed_resample=method)
-        expected = resample_position_embedding(arrays[POS_EMBED_KEY], (14, 14), 1, method)
-        actual = value(official_variables(model)[POS_EMBED_KEY])
-        np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
-    assert np.abs(expected - resample_position_embedding(arrays[POS_EMBED_KEY], (14, 14), 1)).max() > 1e-3
+        actual = value(model.get_layer("embedding").pos_embedding)
+        np.testing.assert_allclose(actual, expected[method], rtol=0, atol=1e-5, err_msg=method)
+    assert np.abs(expected["official"] - expected["bicubic"]).max() > 1e-3  # the choice shows
 
 
 def test_unpublished_resolution_is_read_from_the_file(bucket, monkeypatch):

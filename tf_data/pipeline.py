@@ -54,9 +54,17 @@ class PipelineConfig:
         randaugment: (num_ops, magnitude) for Keras RandAugment, or None.
         mixup_alpha: MixUp strength; 0 disables.
         cutmix_alpha: CutMix strength; 0 disables.
-        batch_transforms: Extra callables on ``{"images", "labels"}`` batch
-            dicts (pixels in [0, 255]), e.g. keras-cv layers, applied to
-            training batches after MixUp/CutMix.
+        batch_transforms: Extra augmentations of training batches (pixels in
+            [0, 255]), applied after MixUp/CutMix, in order. Each is a layer
+            class path with optional keyword arguments, e.g.
+            ``"keras_cv.layers.AugMix"`` or
+            ``"keras_cv.layers.RandAugment(magnitude=0.3)"`` (keras-cv: the
+            `cv` extra; ``value_range=(0, 255)`` and the pipeline's seed are
+            filled in when the layer takes them), a layer instance (Keras or
+            keras-cv), or a callable on ``{"images", "labels"}`` batch dicts.
+            Layers see the images alone with integer labels and the dict with
+            one-hot labels (see `augment.layer_transform`). They run in
+            tf.data, so whatever `KERAS_BACKEND` is.
         one_hot: Force one-hot labels even without MixUp/CutMix; None: one-hot
             exactly when MixUp or CutMix is on.
         cache: "auto", True, False, or a file path prefix for `Dataset.cache`.
@@ -245,7 +253,7 @@ def build_dataset(
     ds = ds.batch(batch, drop_remainder=True)
 
     mix = augment.make_mix(config.mixup_alpha, config.cutmix_alpha, seed=seed)
-    hooks = list(config.batch_transforms)
+    hooks = [augment.batch_transform(spec, seed) for spec in config.batch_transforms]
     if mix is not None or hooks:
         if one_hot:
             ds = ds.map(lambda x, y: (x, tf.one_hot(y, one_hot, dtype=tf.float32)))
@@ -261,7 +269,18 @@ def build_dataset(
                 batch = hook({"images": batch["images"], "labels": batch["labels"]})
             return tf.cast(batch["images"], tf.float32), batch["labels"]
 
-        ds = ds.map(transform)  # sequential, for reproducible layer states
+        try:
+            ds = ds.map(transform)  # sequential, for reproducible layer states
+        except Exception as error:  # noqa: BLE001 (a layer that cannot run here: say which)
+            if not config.batch_transforms:
+                raise
+            names = ", ".join(s if isinstance(s, str) else type(s).__name__
+                              for s in config.batch_transforms)
+            raise DataError(
+                f"The batch transform(s) {names} cannot run in the tf.data pipeline: "
+                f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:300]}. "
+                f"Keras-native alternatives: {', '.join(augment.KERAS_NATIVE)}."
+            ) from error
     return _finish(ds, config, one_hot, training=True)
 
 

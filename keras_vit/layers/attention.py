@@ -13,8 +13,9 @@ import math
 import keras
 from keras import ops
 
+from keras_vit import kernels
 from keras_vit.layers.dense import affine, fold_scale_and_offset
-from keras_vit.layers.utils import dropout, in_xla_tensorflow_graph
+from keras_vit.layers.utils import dropout
 
 
 def _fan_preserving_glorot(fan_in, fan_out, seed=None):
@@ -23,68 +24,8 @@ def _fan_preserving_glorot(fan_in, fan_out, seed=None):
     return keras.initializers.RandomUniform(-limit, limit, seed=seed)
 
 
-def prefers_fused_attention():
-    """Whether `ops.dot_product_attention` beats plain batched matmuls here (measured in
-    benchmarks/RESULTS.md): PyTorch's SDPA, and accelerators' fused kernels, yes; XLA on a
-    CPU, no (its fused attention ran 1.4-2x slower than the batched-matmul layout)."""
-    backend = keras.backend.backend()
-    if backend == "torch":
-        return True
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _softmax_then_values(logits, value):
-    """softmax(logits) @ value, normalised after the product: exp(l - max) @ v / sum exp(l - max).
-
-    The same function as normalising the (B, H, T, T) probabilities first, with the division
-    moved to the (B, H, T, D/H) result: T / (D/H) times fewer divisions (3x at 197 tokens and
-    64-wide heads) and no normalised-probabilities pass. XLA on CPUs, ViT-Ti/16 attention at
-    batch 32: 27.6 -> 17.9 ms per block (benchmarks/RESULTS.md).
-    """
-    shifted = logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
-    weights = ops.exp(shifted)
-    total = ops.sum(weights, axis=-1, keepdims=True)
-    attended = ops.matmul(ops.cast(weights, value.dtype), value)
-    return attended / ops.cast(total, value.dtype)
-
-
-def _query_key_logits(query, key):
-    """query @ key^T over the last two axes, (B, H, Q, T).
-
-    TensorFlow takes the keys' transpose as the product's `adjoint_b` flag. A separate
-    transpose its graph optimizer folds into the product too, but not in the gradient, where
-    the keys' gradient then comes out transposed and takes one more pass to turn back
-    (TensorFlow without XLA, ViT-S/16 train step: 12 such passes, ~4.5 ms).
-    """
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
-
-        return tf.matmul(query, key, adjoint_b=True)
-    return ops.matmul(query, ops.swapaxes(key, -1, -2))
-
-
 def _scaled(weight, scale):
     return weight if scale == 1.0 else weight * ops.cast(scale, weight.dtype)
-
-
-def _normalises_before_values(training):
-    """Whether attention takes softmax(logits) @ value rather than `_softmax_then_values`.
-
-    TensorFlow, except inference under XLA: its softmax is one kernel with a three-pass
-    gradient, where `_softmax_then_values` is four element-wise passes (and their autodiff
-    gradients) that only XLA fuses. ViT-S/16 attention at batch 16, forward and backward per
-    block: 35.6 -> 26.5 ms without XLA, 39.9 -> 39.3 ms under XLA (benchmarks/RESULTS.md,
-    session 18). Inference under XLA, and JAX, keep `_softmax_then_values`.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return False
-    return bool(training) or not in_xla_tensorflow_graph()
 
 
 def token_output_spec(layer, x, return_attention_scores, num_queries):
@@ -166,7 +107,6 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
             )
         self.dropout = keras.layers.Dropout(self.attention_dropout_rate, name="dropout")
-        self.fused_attention = prefers_fused_attention()
         self.built = True
 
     def _qkv(self, x, query_scale=1.0, training=None, input_scale_and_offset=None):
@@ -202,69 +142,22 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         index = ops.arange(query.shape[2])[:, None] - ops.arange(t)[None, :] + (t - 1)
         return ops.take_along_axis(logits, index[None, None, :, :], axis=-1)
 
-    def _torch_sdpa(self, qkv, scale, num_queries):
-        """PyTorch's scaled_dot_product_attention on strided (B, H, T, D/H) views of the fused
-        QKV product, returning (B, T, H, D/H).
-
-        Called directly rather than through `ops.dot_product_attention`, which on CPUs copies
-        queries, keys and values to contiguous tensors first (three copies per block, and three
-        more in the backward pass); the kernel reads the strided views as they are. `unbind`,
-        not three slices: the backward of a slice zero-fills a whole (3, B, H, T, D/H) gradient
-        per slice, unbind's is one stack. The kernel applies the 1/sqrt(D/H) scale itself.
-        """
-        import torch  # noqa: PLC0415 (the torch backend only)
-
-        query, key, value = torch.unbind(qkv.permute(2, 0, 3, 1, 4), 0)
-        query = query[:, :, :num_queries]
-        bias = self._relative_bias(query * scale) if self.relative_position else None
-        attended = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias, scale=scale)
-        return attended.transpose(1, 2)
-
     def call(self, x, training=None, return_attention_scores=False, num_queries=None,
              input_scale_and_offset=None):
         num_queries = x.shape[1] if num_queries is None else num_queries
-        scale_value = 1.0 / math.sqrt(self.head_dim)
-        scale = ops.cast(scale_value, x.dtype)
-        need_probs = return_attention_scores or (training and self.attention_dropout_rate > 0)
-        fused = self.fused_attention and not need_probs  # fused kernels apply the scale
-        qkv = self._qkv(x, query_scale=1.0 if fused else scale_value, training=training,
+        # Eq. 5-7: q, k, v = z U_qkv, the queries scaled by 1/sqrt(D_h) through their kernel;
+        # A = softmax(q k^T / sqrt(D_h)) (+ relative logits, Appendix D.4); SA(z) = A v.
+        qkv = self._qkv(x, query_scale=1.0 / math.sqrt(self.head_dim), training=training,
                         input_scale_and_offset=input_scale_and_offset)
-        if fused:
-            probs = None
-            if keras.backend.backend() == "torch":
-                attended = self._torch_sdpa(qkv, scale_value, num_queries)
-            else:
-                # The backend's fused kernel (cuDNN/flash on GPUs), (B, T, H, D/H). `unstack`,
-                # not three slices; the kernel applies the 1/sqrt(D/H) scale itself.
-                query, key, value = ops.unstack(qkv, 3, axis=2)
-                query = query[:, :num_queries]
-                bias = None
-                if self.relative_position:
-                    bias = self._relative_bias(ops.transpose(query, (0, 2, 1, 3)) * scale)
-                attended = ops.dot_product_attention(
-                    query, key, value, bias=bias, scale=scale_value)
-        else:
-            # Batched (B, H, T, D/H) products: the fastest layout for XLA on CPUs. `unstack`, not
-            # three slices, whose gradients TensorFlow without XLA computes as three zero-filled
-            # scatters into the whole (3, B, H, T, D/H) tensor.
-            query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), 3, axis=0)
-            if num_queries != x.shape[1]:
-                # Only when it selects: without XLA, TensorFlow runs even a whole-range slice
-                # and its gradient as copies.
-                query = query[:, :, :num_queries]
-            logits = _query_key_logits(query, key)
-            if self.relative_position:
-                logits = logits + self._relative_bias(query)
-            # Softmax in float32 even under mixed precision.
-            logits = ops.cast(logits, "float32")
-            if need_probs or _normalises_before_values(training):
-                probs = ops.cast(ops.softmax(logits, axis=-1), x.dtype)
-                attended = ops.matmul(dropout(self.dropout, probs, training), value)
-            else:
-                attended = _softmax_then_values(logits, value)
-                probs = None
-            attended = ops.transpose(attended, (0, 2, 1, 3))
+        attention_dropout = None
+        if training and self.attention_dropout_rate > 0:
+            attention_dropout = lambda probs: dropout(self.dropout, probs, training)  # noqa: E731
+        attended, probs = kernels.attention(
+            qkv, num_queries=num_queries,
+            logit_bias=self._relative_bias if self.relative_position else None,
+            return_probabilities=return_attention_scores, dropout=attention_dropout,
+            training=training)
+        # Eq. 8: MSA(z) = [SA_1(z); ...; SA_k(z)] U_msa.
         d = self.num_heads * self.head_dim
         attended = ops.reshape(attended, (-1, num_queries, d))
         out = affine(attended, ops.cast(ops.reshape(self.out_kernel, (d, d)), x.dtype),

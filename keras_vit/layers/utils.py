@@ -49,25 +49,3 @@ def dropout(layer, x, training):
         return layer(x, training=training)
     return x
 
-
-def in_xla_tensorflow_graph():
-    """Whether TensorFlow is tracing code that XLA will compile (`jit_compile=True`).
-
-    Without XLA, TensorFlow's graph optimizer fuses only the op patterns it knows (such as a
-    matrix product with its bias and GELU) and runs every other op as its own pass over
-    memory; the layers pick the form that suits the compiler they are traced for. False
-    outside TensorFlow and in eager code.
-    """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
-
-    if tf.executing_eagerly():
-        return False
-    try:
-        from tensorflow.python.ops import control_flow_util  # noqa: PLC0415
-    except ImportError:  # a TensorFlow without this helper: assume XLA, Keras' default here
-        return True
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))

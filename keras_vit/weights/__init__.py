@@ -14,6 +14,7 @@ from keras_vit.weights.download import (
     download_weights,
 )
 from keras_vit.weights.loading import load_weights, plan_weights
+from keras_vit.weights.patch_resize import pi_resize_patch_embedding
 from keras_vit.weights.registry import (
     ALIASES,
     REGISTRY,
@@ -32,5 +33,6 @@ __all__ = [
     "get_weights_entry",
     "list_weights",
     "load_weights",
+    "pi_resize_patch_embedding",
     "plan_weights",
 ]

@@ -24,6 +24,9 @@ The `keras.applications` rules, with one addition for fine-tuning:
   official/AugReg/big_vision files, exact erf for HF and timm); an explicit different choice
   warns. `pos_embed_resample` left as None takes the source's algorithm ("official" scipy
   zoom; "bicubic" antialiased for timm files).
+- A checkpoint of another patch size loads with `patch_embed_resample="pi"` (FlexiViT's
+  PI-resize of `embedding/kernel`, `keras_vit.weights.patch_resize`); the model's default
+  resolution is then the checkpoint's own (the same image, cut into more or fewer patches).
 """
 
 import dataclasses
@@ -65,7 +68,7 @@ def _normalize_arch(arch):
 
 def match_variant(arch):
     """The `VARIANTS` name with exactly this architecture, or None."""
-    from keras_vit.variants import VARIANTS  # noqa: PLC0415
+    from keras_vit.architectures import VARIANTS  # noqa: PLC0415
 
     arch = _normalize_arch(arch)
     for name, config in VARIANTS.items():
@@ -109,14 +112,26 @@ def _stem_stride(arch):
 
 
 def native_image_size(ckpt, arch, classifier="token"):
-    """The square input size the checkpoint's position embedding was trained at."""
+    """The square input size the checkpoint's position embedding was trained at (with the
+    checkpoint's own patch size, which may differ from the model's)."""
     tokens = ckpt.num_tokens
     if tokens is None:
         return None
     side = math.isqrt(tokens - (classifier == "token"))
     patch = arch["patch_size"]
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    kernel = (ckpt.params or {}).get("embedding/kernel")
+    if kernel is not None and np.ndim(kernel) == 4:
+        patch = int(np.shape(kernel)[0])
     return side * patch * _stem_stride(arch)
+
+
+def check_patch_embed_resample(patch_embed_resample):
+    from keras_vit.weights.patch_resize import PATCH_EMBED_RESAMPLE  # noqa: PLC0415
+
+    if patch_embed_resample is not None and patch_embed_resample not in PATCH_EMBED_RESAMPLE:
+        raise ValueError(f"Unknown patch_embed_resample {patch_embed_resample!r}; expected None "
+                         f"or one of {', '.join(map(repr, PATCH_EMBED_RESAMPLE))}.")
 
 
 # --------------------------------------------------------------------------- resolving
@@ -241,6 +256,7 @@ class WeightsPlan:
     gelu_approximate: bool
     pos_embed_resample: str
     new_head: bool
+    patch_embed_resample: str = None
 
     def load(self, model):
         ckpt = self.checkpoint
@@ -248,16 +264,17 @@ class WeightsPlan:
             _checkpoint.load_weights(model, ckpt.path)
             return model
         _assign(model, ckpt, self.pos_embed_resample, self.new_head,
-                _source_name(ckpt, self.entry))
+                _source_name(ckpt, self.entry), self.patch_embed_resample)
         return model
 
 
 def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=None,
                  include_top=True, classes=1000, head=None, representation_size=None,
                  gelu_approximate=None, pos_embed_resample=None, classifier="token",
-                 cache_dir=None):
+                 cache_dir=None, patch_embed_resample=None):
     """Resolves `weights` and the build arguments it implies (see the module docstring)."""
     _check_head_arg(head, include_top)
+    check_patch_embed_resample(patch_embed_resample)
     new_head = head == "new"
     ckpt, entry = resolve(weights, arch, cache_dir)
     if entry is not None:
@@ -295,23 +312,26 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
     if gelu_approximate is None:
         gelu_approximate = True if ckpt.gelu_approximate is None else ckpt.gelu_approximate
     return WeightsPlan(ckpt, entry, image_size, representation_size, gelu_approximate,
-                       pos_embed_resample or ckpt.pos_embed_resample, new_head)
+                       pos_embed_resample or ckpt.pos_embed_resample, new_head,
+                       patch_embed_resample)
 
 
 # --------------------------------------------------------------------------- load_weights
 
 
-def _assign(model, ckpt, pos_embed_resample, new_head, source):
+def _assign(model, ckpt, pos_embed_resample, new_head, source, patch_embed_resample=None):
     params = dict(ckpt.params)
     names = {layer.name for layer in model.layers}
     if "pre_logits" not in names and ("head" not in names or new_head):
         params = {k: v for k, v in params.items() if not k.startswith("pre_logits/")}
     _checkpoint.assign_checkpoint(model, params, source=source,
                                   pos_embed_resample=pos_embed_resample,
-                                  skip_head=new_head and "head" in names)
+                                  skip_head=new_head and "head" in names,
+                                  patch_embed_resample=patch_embed_resample)
 
 
-def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=None):
+def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=None,
+                 patch_embed_resample=None):
     """Loads a checkpoint (path or registry name) into an existing `keras_vit` model.
 
     Args:
@@ -322,10 +342,14 @@ def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=N
         head: None / "checkpoint" (load the classifier; its width must match the model's) or
             "new" (leave the model's head as it is).
         cache_dir: download cache root for registry names.
+        patch_embed_resample: None (a checkpoint of another patch size is refused), `"pi"`
+            or `"pi_bicubic"`: FlexiViT's PI-resize of the patch embedding for bilinear
+            (big_vision) or antialiased bicubic (timm) patch resizing.
 
     Returns:
         The model. A failed load raises and leaves every weight unchanged.
     """
+    check_patch_embed_resample(patch_embed_resample)
     arch = model_architecture(model)
     names = {layer.name for layer in model.layers}
     has_top = "head" in names
@@ -353,7 +377,8 @@ def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=N
     blocks = [l for l in model.layers if hasattr(l, "gelu_approximate")]
     if blocks:
         _check_gelu(blocks[0].gelu_approximate, ckpt.gelu_approximate, source)
-    _assign(model, ckpt, pos_embed_resample or ckpt.pos_embed_resample, new_head, source)
+    _assign(model, ckpt, pos_embed_resample or ckpt.pos_embed_resample, new_head, source,
+            patch_embed_resample)
     return model
 
 

@@ -83,7 +83,7 @@ def official_shapes(patch_size, hidden_size, num_layers, num_heads, mlp_dim, ima
 
 def entry_shapes(entry):
     """The shapes a registry entry's file must have (resolution 224 where unpublished)."""
-    from keras_vit.variants import VARIANTS  # noqa: PLC0415
+    from keras_vit.architectures import VARIANTS  # noqa: PLC0415
 
     arch = VARIANTS[entry.variant]
     return official_shapes(
