@@ -126,6 +126,9 @@ def cycles(graph):
 LAYERS = (
     ("kernels", ("keras_vit.kernels",)),
     ("layers", ("keras_vit.layers",)),
+    # A layer built on TransformerBlock, outside keras_vit/layers for its backend-specific
+    # replay of the dropout seeds in the recomputation.
+    ("rematerialised block", ("keras_vit.remat",)),
     ("weights and checkpoints", ("keras_vit.architectures", "keras_vit.checkpoint",
                                  "keras_vit.formats", "keras_vit.weights",
                                  "keras_vit.resample")),
