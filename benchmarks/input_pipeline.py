@@ -30,6 +30,9 @@ Contenders, measured interleaved in the same run, every one with the same number
 Per core: images/s divided by `--workers`. "img/CPU-s" is images per second of CPU time the
 process (and its worker processes) used while timed: the rate per fully busy core.
 
+Runs on Keras' TensorFlow backend (its layers map over a tf.data pipeline): KERAS_BACKEND
+unset means tensorflow.
+
 Usage:
     python benchmarks/input_pipeline.py                    # 400 images, 5 repeats
     python benchmarks/input_pipeline.py --json benchmarks/results/input_pipeline.json

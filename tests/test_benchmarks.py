@@ -70,3 +70,28 @@ def test_step_products_are_the_counted_flops(throughput, last_block_rows):
     assert throughput.products_flops(train) == 3 * 2 * forward - pixels_gradient
     # every gradient product has the shapes of one: G (m x n) @ B^T (n x k) -> (m x k).
     assert all(a[-1] == b[-2] for a, b in train)
+
+
+@once  # the input-pipeline benchmark runs in its own process on TensorFlow's graph
+def test_input_pipeline_benchmark_runs(tmp_path):
+    """benchmarks/input_pipeline.py end to end at toy sizes: every contender yields batches and
+    the table and JSON come out (speed itself is in benchmarks/RESULTS.md, never asserted)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(HERE), "benchmarks", "input_pipeline.py"),
+         "--images", "8", "--batch-size", "2", "--image-size", "16", "--batches", "1",
+         "--warmup", "1", "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+        # Keras' augmentation layers run inside tf.data: the TensorFlow backend, as documented.
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    names = {(r["contender"], r["workload"], r["data"]) for r in rows}
+    assert ("keras-vit", "train", "records") in names and ("PIL processes", "eval", "folder") in names
+    assert len(rows) == 16 and all(r["img_s"] > 0 for r in rows)
+    assert "| train | folder | keras-vit |" in done.stdout
