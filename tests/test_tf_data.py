@@ -228,7 +228,8 @@ def _image_bytes(array, fmt, mode=None):
 def _make_folder(root, classes=("cat", "dog", "emu"), per_class=10):
     rng = np.random.default_rng(0)
     formats = [("jpg", "JPEG", None), ("png", "PNG", "RGBA"), ("bmp", "BMP", "L"),
-               ("gif", "GIF", "P"), ("jpeg", "JPEG", "L"), ("png", "PNG", "LA")]
+               ("gif", "GIF", "P"), ("jpeg", "JPEG", "L"), ("png", "PNG", "LA"),
+               ("webp", "WEBP", None)]
     for c, name in enumerate(classes):
         os.makedirs(root / name)
         for i in range(per_class):

@@ -8,7 +8,7 @@ Two layouts are understood:
   ``ROOT/val/...`` (or ``validation``): the given splits are used; a missing
   validation split is held out from train, a missing test split from train too.
 
-Files with the extensions JPEG/PNG/BMP/GIF are read. Every candidate file is
+Files with the extensions JPEG/PNG/BMP/GIF/WebP are read. Every candidate file is
 decoded once when the source is loaded (in parallel, with the same decoder the
 pipeline uses) so that unreadable files are counted, reported and skipped
 before training starts instead of failing a run midway.
@@ -43,7 +43,7 @@ from tf_data.source import Source, Split
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 INDEX_FILE = ".keras_vit_index.json"
 _INDEX_VERSION = 1
 # A directory modified this recently may still change within the same
