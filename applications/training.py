@@ -48,16 +48,17 @@ def run(config: config_lib.RunConfig, resume: bool = False, log=print,
     backup_dir = os.path.join(output, BACKUP_DIR)
     try:
         state = cb.read_state(backup_dir)
+        replace = bool(state) and not resume
+        if replace:
+            log(f"Starting afresh in {output}: removing the previous run's backup "
+                "(use --resume to continue it instead).")
     except cb.UnusableBackup as e:
         if resume:
             raise cb.UnusableBackup(f"cannot --resume: {e} Start afresh without --resume "
                                     "(the backup is then replaced).") from None
         log(f"Starting afresh in {output}: replacing the previous run's unusable backup ({e})")
-        state = {"unusable": True}
-    if state and not resume:
-        if "unusable" not in state:
-            log(f"Starting afresh in {output}: removing the previous run's backup "
-                "(use --resume to continue it instead).")
+        replace = True
+    if replace:
         if dist.is_chief:
             shutil.rmtree(backup_dir)
         state = {}
