@@ -81,3 +81,30 @@ def test_compiled_training_steps_match_and_the_choice_is_saved(rng, tmp_path):
     assert sum(isinstance(l, keras_vit.RematTransformerBlock) for l in back.layers) == 3
     np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x[:2])),
                                keras.ops.convert_to_numpy(remat(x[:2])), atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's per-shape kernel timing")
+def test_first_step_times_kernels_outside_the_checkpoint(rng, monkeypatch):
+    """The first forward of a shape times oneDNN against `addmm` (keras_vit.kernels.torch).
+    Inside `torch.utils.checkpoint` that timing ran under the checkpoint's saved-tensor hooks
+    and PyTorch refused the backward pass ("a different number of tensors was saved during the
+    original forward and recomputation"): every ViT-B/16 or larger remat model on a CPU with
+    oneDNN, at its first step. Here every product is timed, as ViT-B/16's are."""
+    from keras_vit.kernels import torch as torch_kernels
+
+    monkeypatch.setattr(torch_kernels, "PRODUCT_CHOICES", {})
+    monkeypatch.setattr(torch_kernels, "TIMING_MIN_MULTIPLY_ADDS", 0)
+    timed = []
+    measure = torch_kernels._measure_product
+    monkeypatch.setattr(torch_kernels, "_measure_product",
+                        lambda *key, **kw: timed.append(key) or measure(*key, repeats=1))
+    plain, remat = _pair()
+    x = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    y = np.array([0, 1, 2, 3])
+    keras.utils.set_random_seed(1)
+    got = _gradients(remat, x, y)  # the first call: timings inside the checkpointed forward
+    assert timed, "no product was timed: the test does not reach the timing"
+    keras.utils.set_random_seed(1)
+    expected = _gradients(plain, x, y)  # choices cached: the same kernels
+    error = max(np.abs(a - b).max() for a, b in zip(got, expected))
+    assert error <= 1e-6 * max(np.abs(g).max() for g in expected)

@@ -14,6 +14,7 @@ oneDNN"), which held on the AMD EPYC machines it was tuned on and cost 26% on an
 """
 
 import functools
+import threading
 import time
 
 import torch
@@ -68,8 +69,23 @@ def product_choice(rows, kernel):
     if choice is None:
         if _compiling() or not _onednn_linear_takes(rows.dtype):
             return "addmm"
-        choice = PRODUCT_CHOICES[key] = _measure_product(n, d_in, d_out, rows.dtype, grad)
+        choice = PRODUCT_CHOICES[key] = _measure_on_own_thread(n, d_in, d_out, rows.dtype, grad)
     return choice
+
+
+def _measure_on_own_thread(*args):
+    """`_measure_product` on a thread of its own. Autograd state is per thread: the caller's
+    (`torch.no_grad`, inference mode, and the saved-tensor hooks of `torch.utils.checkpoint`,
+    which record every tensor saved for backward while the checkpointed forward runs) must
+    neither shape the timing nor see its operands. Inside a rematerialised block
+    (`ViT(remat=True)`) the first forward timed both kernels under the checkpoint's hooks:
+    twice the tensors of the recomputation, and PyTorch refused the backward pass."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(_measure_product(*args)),
+                              name="keras_vit-product-timing")
+    thread.start()
+    thread.join()
+    return result[0] if result else "addmm"
 
 
 def _compiling():
