@@ -108,3 +108,63 @@ def test_first_step_times_kernels_outside_the_checkpoint(rng, monkeypatch):
     expected = _gradients(plain, x, y)  # choices cached: the same kernels
     error = max(np.abs(a - b).max() for a, b in zip(got, expected))
     assert error <= 1e-6 * max(np.abs(g).max() for g in expected)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="JAX's lowering")
+def test_jax_recomputation_reaches_the_compiler_behind_barriers(rng):
+    """Each remat block's recomputation is in the lowered training step behind an optimization
+    barrier (what keeps GPU and TPU compilers from merging it back); the plain model has
+    none. On the CPU backend XLA removes them, and the block warns that it saves no memory."""
+    import jax
+
+    plain, remat = _pair()
+    x = rng.uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+
+    def lowered(model):
+        trainable = [v.value for v in model.trainable_variables]
+        fixed = [v.value for v in model.non_trainable_variables]
+
+        def loss(trainable):
+            return keras.ops.sum(model.stateless_call(trainable, fixed, x, training=True)[0])
+
+        return jax.jit(jax.grad(loss)).lower(trainable).as_text()
+
+    assert lowered(plain).count("optimization_barrier") == 0
+    if jax.default_backend() == "cpu":
+        with pytest.warns(UserWarning, match="saves no memory on JAX's CPU backend"):
+            text = lowered(remat)
+    else:
+        text = lowered(remat)
+    assert text.count("optimization_barrier") == ARCH["num_layers"]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's saved-tensor hooks")
+def test_torch_keeps_only_block_inputs_for_the_backward_pass(rng):
+    """The bytes PyTorch saves for the backward pass, counted with saved-tensor hooks (each
+    storage once, weights excluded): the remat model keeps each block's input where the plain
+    one keeps every activation."""
+    import torch
+
+    def saved_bytes(model):
+        storages = {}
+
+        def pack(tensor):
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(x, training=True)
+        weights = {v.value.untyped_storage().data_ptr() for v in model.weights}
+        return sum(n for pointer, n in storages.items() if pointer not in weights)
+
+    plain, remat = _pair()
+    x = torch.as_tensor(rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32"))
+    plain_bytes, remat_bytes = saved_bytes(plain), saved_bytes(remat)
+    print(f"\n[remat] torch: {plain_bytes:,} bytes saved for backward without remat, "
+          f"{remat_bytes:,} with")
+    block_input = 8 * 17 * ARCH["hidden_size"] * 4  # (B, T, D) float32
+    assert remat_bytes < 0.4 * plain_bytes
+    # A plain block keeps at least ten (B, T, D) arrays' worth: two LayerNorm outputs, q, k, v,
+    # the attention output, the (B, T, 4D) MLP input to GELU (and more: probabilities, ...).
+    assert plain_bytes - remat_bytes > ARCH["num_layers"] * 10 * block_input
