@@ -5,7 +5,8 @@ Python processes, on each backend. No call here goes through the library in-proc
   local mirror of the bucket holding a file in the published layout;
 - `keras-vit train`, then in new processes: `keras.saving.load_model` with `import keras_vit`
   alone (compiled state included), `evaluate`, `predict` on files of several formats, `export`
-  to every format, and the artifacts' outputs against Keras';
+  (ONNX on each backend, every format once: conversion runs in a TensorFlow process whichever
+  backend trained), and the artifacts' outputs against Keras';
 - `keras-vit pretrain`, `finetune --init` its backbone, and the export of both (once: what it
   checks does not depend on the training backend, which the `train` test covers on each).
 """
@@ -18,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BACKEND, once
+from conftest import BACKEND, ONCE_BACKEND, once
 from numpy_vit import make_official_params, relative_error, vit_forward
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,8 +174,12 @@ def test_train_then_load_evaluate_predict_export_in_new_processes(tmp_path):
         if line.startswith("{")]
     assert len(predicted) == len(images)
 
-    errors = _export_and_serve(str(run_dir / "model.keras"), tmp_path, EXPORTS)
-    assert set(errors) == set(EXPORTS)
+    # Every format converts in a TensorFlow process whichever backend trained (keras_vit.export),
+    # so the leg that runs `once` tests serves all three; the others ONNX, through the hand-over
+    # from their backend.
+    formats = list(EXPORTS) if BACKEND == ONCE_BACKEND else ["onnx"]
+    errors = _export_and_serve(str(run_dir / "model.keras"), tmp_path, formats)
+    assert set(errors) == set(formats)
     assert max(errors.values()) < 1e-4, errors
 
 
