@@ -23,6 +23,14 @@ once = pytest.mark.skipif(
 )
 
 
+def once_on(backend):
+    """Like `once`, on a leg of one's choosing: for a script whose every call is plain Keras
+    (tested in-process on every backend), run in a new process on one backend per `make test`,
+    spreading such runs over the legs. Run alone, a leg runs it itself."""
+    chosen = backend if os.environ.get("KERAS_VIT_ONCE_BACKEND") else BACKEND
+    return pytest.mark.skipif(BACKEND != chosen, reason=f"runs once per make test, on {chosen}")
+
+
 @pytest.fixture
 def rng():
     import numpy as np

@@ -1,5 +1,7 @@
 """The scripts in examples/ run as a user copies them: `python examples/X.py ...` in a new
-process, on each backend."""
+process. Each runs on one backend per `make test` (the distributed ones on the backend their
+strategy needs), spread over the legs: their calls are plain Keras, which the in-process tests
+run on every backend (test_fit_on_tf_data, test_features, test_weights)."""
 
 import json
 import os
@@ -10,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BACKEND, once
+from conftest import BACKEND, once, once_on
 from numpy_vit import make_official_params, relative_error, vit_forward
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +32,7 @@ def run_example(name, *args, cwd, env=None):
     return run([sys.executable, os.path.join(ROOT, "examples", name), *args], cwd, env)
 
 
+@once_on("jax")  # the backend of the script's usage line
 def test_train_digits_learns_and_saves(tmp_path):
     out = run_example("train_digits.py", "--epochs", "4", "--output", "m.keras", cwd=tmp_path)
     accuracy = float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
@@ -51,7 +54,7 @@ def _colour_folder(root, per_class=16):
             Image.fromarray(image.astype("uint8")).save(root / name / f"{i}{suffix}")
 
 
-@once  # the same Keras calls as train_digits.py, which runs on every backend
+@once
 def test_finetune_folder_from_an_official_checkpoint(tmp_path):
     _colour_folder(tmp_path / "photos")
     params = make_official_params(np.random.default_rng(0), image_size=384, patch=16,
@@ -164,6 +167,7 @@ def test_finetune_data_parallel_on_two_devices(tmp_path):
 
 # ----------------------------------------------------------------- features
 
+@once_on("tensorflow")
 def test_extract_features_matches_the_numpy_reference(tmp_path):
     """`weights="imagenet"` from a local mirror: the printed top-5 classes are the float64
     NumPy reference's, and the saved features are its class token after the final LayerNorm

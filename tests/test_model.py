@@ -10,7 +10,7 @@ import pytest
 import keras
 
 import keras_vit
-from conftest import BACKEND
+from conftest import BACKEND, once_on
 from numpy_vit import make_official_params, relative_error
 
 # Parameter counts at 224 px with 1000 classes (the paper's table / official configs).
@@ -30,14 +30,19 @@ PARAMS = {
 SMALL = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
 
 
-# The 300M+ parameter variants take 10-20 s each to build (over a minute each on PyTorch); their
-# shapes are backend-independent, so they are built once, on TensorFlow.
+# A variant's shapes do not depend on the backend, and building one takes seconds (the 300M+
+# parameter ones 10-20 s, over a minute each on PyTorch): each is built once per `make test`,
+# the big ones on TensorFlow, the others spread over the three legs.
 BIG = {"ViTL16", "ViTL32", "ViTH14"}
-on_tensorflow = pytest.mark.skipif(BACKEND != "tensorflow", reason="built once, on TensorFlow")
+_LEGS = ("tensorflow", "jax", "torch")
+
+
+def _built_on(variant, index):
+    return once_on("tensorflow" if variant in BIG else _LEGS[index % 3])
 
 
 @pytest.mark.parametrize(
-    "variant", [pytest.param(v, marks=on_tensorflow) if v in BIG else v for v in sorted(PARAMS)])
+    "variant", [pytest.param(v, marks=_built_on(v, i)) for i, v in enumerate(sorted(PARAMS))])
 def test_variant_parameter_count_equals_the_table(variant):
     model = getattr(keras_vit, variant)()
     assert model.count_params() == PARAMS[variant]

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BACKEND, ONCE_BACKEND, once
+from conftest import BACKEND, ONCE_BACKEND, once, once_on
 from numpy_vit import make_official_params, relative_error, vit_forward
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +63,7 @@ print(json.dumps({"logits": logits.tolist(), "top": [[list(map(str, t)) for t in
 """
 
 
+@once_on("tensorflow")  # the loading into each backend's variables: test_weights, every leg
 def test_imagenet_weights_by_name_with_the_default_cache(tmp_path):
     """The whole named path with no cache_dir: mirror -> $KERAS_HOME/keras_vit -> model."""
     import keras_vit
@@ -91,6 +92,7 @@ def test_imagenet_weights_by_name_with_the_default_cache(tmp_path):
         assert [t[1] for t in top] == [labels[i][1] for i in np.argsort(row)[::-1][:3]]
 
 
+@once  # the download and cache code is the same Python on every backend
 def test_default_cache_without_keras_home_is_under_home(tmp_path):
     """No $KERAS_HOME: ~/.keras/keras_vit, as keras.utils.get_file caches."""
     source = tmp_path / "x.npz"
