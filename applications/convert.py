@@ -53,6 +53,11 @@ def configure_parser(p):
                         "tanh (official), erf (HF/timm)")
     p.add_argument("--pos-embed-resample", choices=("official", "bicubic"), default=None,
                    help="resampling when --image-size differs (default: the source's own)")
+    p.add_argument("--patch-size", type=int, default=None,
+                   help="another patch size than the variant's (needs --patch-embed-resample)")
+    p.add_argument("--patch-embed-resample", choices=("pi", "pi_bicubic"), default=None,
+                   help="how the patch embedding is resampled to --patch-size: FlexiViT's "
+                        "PI-resize of a bilinear (pi) or bicubic (pi_bicubic) patch resize")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     return p
 
@@ -108,6 +113,10 @@ def _run(args) -> int:
         gelu_approximate=_GELU[args.gelu],
         pos_embed_resample=args.pos_embed_resample,
     )
+    if args.patch_size is not None:
+        kwargs.update(patch_size=args.patch_size, patch_embed_resample=args.patch_embed_resample)
+    elif args.patch_embed_resample is not None:
+        raise ValueError("--patch-embed-resample applies with --patch-size only.")
     image_size = args.image_size or native
     if image_size:
         kwargs["image_size"] = image_size
@@ -118,6 +127,7 @@ def _run(args) -> int:
     blocks = [layer for layer in model.layers if isinstance(layer, keras_vit.TransformerBlock)]
     rebuild = dict(
         image_size=model.input_shape[1],
+        patch_size=args.patch_size,
         include_top=include_top,
         classes=classes if include_top else None,
         representation_size=(model.get_layer("pre_logits").units

@@ -4,6 +4,8 @@ Each constructor is `ViT(...)` with the architecture fixed and the `keras.applic
 arguments free, e.g. `ViTB16(include_top=False, pooling="token", input_shape=(384, 384, 3))`.
 """
 
+import os
+
 from keras_vit.architectures import VARIANTS  # noqa: F401  (this module's interface)
 from keras_vit.model import ViT
 
@@ -22,6 +24,22 @@ def _variant(variant_name, doc_name):
         name=None,
         **kwargs,
     ):
+        architecture = dict(VARIANTS[variant_name])
+        patch_size = kwargs.pop("patch_size", architecture["patch_size"])
+        if patch_size != architecture["patch_size"]:
+            # FlexiViT's use: this variant's weights at another patch size (the patch embedding
+            # resampled by `patch_embed_resample`). A registry name is this variant's, so it is
+            # resolved here, to its downloaded and checked file: under the new patch size the
+            # architecture would name another variant's weights (B/16 at /8 is B/8's size).
+            architecture["patch_size"] = patch_size
+            if isinstance(weights, str) and not os.path.exists(weights):
+                from keras_vit.weights.loading import fetch_entry_file  # noqa: PLC0415
+                from keras_vit.weights.registry import get_weights_entry  # noqa: PLC0415
+
+                entry = get_weights_entry(variant_name, weights)
+                if image_size is None and input_shape is None and input_tensor is None:
+                    image_size = entry.resolution  # the weights' resolution, as by name
+                weights = fetch_entry_file(entry)
         return ViT(
             image_size=image_size,
             include_top=include_top,
@@ -33,7 +51,7 @@ def _variant(variant_name, doc_name):
             classifier_activation=classifier_activation,
             include_preprocessing=include_preprocessing,
             name=name or variant_name.lower(),
-            **VARIANTS[variant_name],
+            **architecture,
             **kwargs,
         )
 
@@ -48,7 +66,8 @@ def _variant(variant_name, doc_name):
             `input_shape` a checkpoint is used at its native resolution.
         **kwargs: other `ViT` options that do not change the architecture's size
             (`classifier`, `representation_size`, `dropout_rate`, `gelu_approximate`,
-            `head`, `pos_embed_resample`, ...).
+            `head`, `pos_embed_resample`, ...), and `patch_size` with
+            `patch_embed_resample="pi"`: the weights at another patch size (FlexiViT).
 
     Returns:
         A `keras.Model`.

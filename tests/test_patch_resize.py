@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import keras_vit
+from conftest import once
 from keras_vit.checkpoint import save_npz
 from keras_vit.weights.patch_resize import pi_resize_patch_embedding, resize_matrix
 
@@ -122,6 +123,69 @@ def test_checkpoint_loads_at_another_patch_size(rng, tmp_path):
     loaded = keras_vit.load_weights(
         keras_vit.ViT(image_size=32, patch_size=8, **small), path, patch_embed_resample="pi")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(big)), got, atol=1e-5)
+
+
+def test_registry_weights_at_another_patch_size(rng, tmp_path, monkeypatch):
+    """`ViTTi16(weights="imagenet", patch_size=32, patch_embed_resample="pi")`: the named
+    weights (from a local mirror of the bucket) at /32, at their 384 px: each 16x16 patch
+    upsampled to 32x32 gives the checkpoint's token."""
+    from numpy_vit import make_official_params
+
+    entry = keras_vit.get_weights_entry("ViTTi16", "imagenet")
+    params = make_official_params(np.random.default_rng(0), image_size=384, patch=16,
+                                  hidden=192, layers=12, heads=3, mlp=768, classes=1000)
+    (tmp_path / "bucket" / entry.path).parent.mkdir(parents=True)
+    np.savez(tmp_path / "bucket" / entry.path, **params)
+    monkeypatch.setenv("KERAS_VIT_WEIGHTS_URL", (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("KERAS_VIT_CACHE_DIR", "")
+
+    with pytest.raises(ValueError, match="patch_embed_resample='pi'"):
+        keras_vit.ViTTi16(weights="imagenet", patch_size=32)
+    model = keras_vit.ViTTi16(weights="imagenet", patch_size=32, patch_embed_resample="pi",
+                              classifier_activation=None)
+    assert model.input_shape[1:3] == (384, 384)  # the weights' resolution: 12x12 tokens
+    kernel = keras.ops.convert_to_numpy(model.get_layer("embedding").kernel)
+    assert kernel.shape == (32, 32, 3, 192)
+    patches = rng.uniform(-1, 1, (64, 16, 16, 3)).astype("float32")
+    reference = _tokens(patches, params["embedding/kernel"])
+    error = np.abs(_tokens(_backend_resize(patches, (32, 32)), kernel) - reference).max()
+    FIGURES["registry Ti/16 -> /32 max |token error|"] = float(error)
+    assert error < 1e-4 * np.abs(reference).max()
+    np.testing.assert_array_equal(  # the rest of the checkpoint as it was
+        keras.ops.convert_to_numpy(model.get_layer("head").kernel), params["head/kernel"])
+
+
+@once  # the command's argument handling; the loading is the test above, on every backend
+def test_convert_command_writes_weights_at_another_patch_size(tmp_path):
+    """`keras-vit convert imagenet ti32.weights.h5 --model ViTTi16 --patch-size 32
+    --patch-embed-resample pi` in a new process, then the printed rebuild line's model."""
+    import os
+    import subprocess
+    import sys
+
+    from numpy_vit import make_official_params
+
+    entry = keras_vit.get_weights_entry("ViTTi16", "imagenet")
+    params = make_official_params(np.random.default_rng(0), image_size=384, patch=16,
+                                  hidden=192, layers=12, heads=3, mlp=768, classes=1000)
+    (tmp_path / "bucket" / entry.path).parent.mkdir(parents=True)
+    np.savez(tmp_path / "bucket" / entry.path, **params)
+    env = {**os.environ, "KERAS_VIT_WEIGHTS_URL": (tmp_path / "bucket").as_uri(),
+           "KERAS_HOME": str(tmp_path / "keras_home"), "KERAS_VIT_CACHE_DIR": "",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [os.path.join(os.path.dirname(sys.executable), "keras-vit"), "convert",
+               "imagenet", "ti32.weights.h5", "--model", "ViTTi16", "--patch-size", "32",
+               "--patch-embed-resample", "pi"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "keras_vit.ViTTi16(image_size=384, patch_size=32," in done.stdout
+    model = keras_vit.ViTTi16(image_size=384, patch_size=32, classifier_activation=None,
+                              weights=str(tmp_path / "ti32.weights.h5"))
+    expected = pi_resize_patch_embedding(params["embedding/kernel"], 32)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("embedding").kernel),
+                               expected, rtol=1e-5, atol=1e-7)
 
 
 def test_pi_resized_model_saves_and_loads(rng, tmp_path):

@@ -172,10 +172,16 @@ def registry_entry(name, arch):
     return registry.get_weights_entry(variant, name)
 
 
+def fetch_entry_file(entry, cache_dir=None):
+    """Downloads a registry file (checked against its hash where the registry has one) into
+    the cache; returns its path."""
+    return fetch(entry.url, entry.filename, sha256=entry.sha256,
+                 cache_dir=cache_dir or cache_dir_default())
+
+
 def fetch_entry(entry, cache_dir=None):
     """Downloads a registry file and reads it; a cached file that does not read is deleted."""
-    path = fetch(entry.url, entry.filename, sha256=entry.sha256,
-                 cache_dir=cache_dir or cache_dir_default())
+    path = fetch_entry_file(entry, cache_dir)
     try:
         return read_checkpoint(path)
     except ValueError as error:
