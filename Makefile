@@ -5,9 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
 # Three pytest workers (pytest-xdist) on the 2-core machine: many tests wait on one core (XLA
-# compiles, the imports of new processes), so a third keeps both cores busy (PyTorch's leg:
-# 597 s with two, 526 s with three, 1.96 cores used; two were 33% faster than one for
-# TensorFlow's). TEST_WORKERS=0: one process.
+# compiles, the imports of new processes). Measured once, PyTorch's leg took 597 s with two and
+# 526 s with three (1.96 cores busy); whole fresh-clone runs do not settle it (JAX's leg 666 s
+# with two, 665 s with three, with other test changes between them). Two were 33% faster than
+# one for TensorFlow's leg. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
