@@ -51,20 +51,20 @@ class RematTransformerBlock(TransformerBlock):
         seeds = [v for v in self.non_trainable_variables if "seed_generator_state" in v.path]
         if keras.backend.backend() == "jax":
             _warn_on_xla_cpu()
-        if keras.backend.backend() == "jax" and seeds:
-            # The seed states go in and out of the checkpointed function as values: an update
-            # made inside it would leave a tracer of the inner trace in the training step's
-            # state (jax.errors.UnexpectedTracerError).
-            def block(tokens, states):
+            if seeds:
+                # The seed states go in and out of the checkpointed function as values: an update
+                # made inside it would leave a tracer of the inner trace in the training step's
+                # state (jax.errors.UnexpectedTracerError).
+                def block(tokens, states):
+                    for variable, value in zip(seeds, states):
+                        variable.assign(value)
+                    out = plain(tokens, training=training, num_queries=num_queries)
+                    return out, [variable.value for variable in seeds]
+
+                out, states = keras.remat(block)(x, [variable.value for variable in seeds])
                 for variable, value in zip(seeds, states):
                     variable.assign(value)
-                out = plain(tokens, training=training, num_queries=num_queries)
-                return out, [variable.value for variable in seeds]
-
-            out, states = keras.remat(block)(x, [variable.value for variable in seeds])
-            for variable, value in zip(seeds, states):
-                variable.assign(value)
-            return out
+                return out
         saved = [keras.ops.copy(v.value) for v in seeds]
 
         def block(tokens):

@@ -8,6 +8,7 @@ import os
 
 from keras_vit.architectures import VARIANTS  # noqa: F401  (this module's interface)
 from keras_vit.model import ViT
+from keras_vit.weights.registry import get_weights_entry, is_weights_name
 
 
 def _variant(variant_name, doc_name):
@@ -28,18 +29,13 @@ def _variant(variant_name, doc_name):
         patch_size = kwargs.pop("patch_size", architecture["patch_size"])
         if patch_size != architecture["patch_size"]:
             # FlexiViT's use: this variant's weights at another patch size (the patch embedding
-            # resampled by `patch_embed_resample`). A registry name is this variant's, so it is
-            # resolved here, to its downloaded and checked file: under the new patch size the
-            # architecture would name another variant's weights (B/16 at /8 is B/8's size).
+            # resampled by `patch_embed_resample`). A registry name is this variant's: it is
+            # passed on as its entry, since under the new patch size the architecture would
+            # name another variant's weights (B/16 at /8 is B/8's size).
             architecture["patch_size"] = patch_size
-            if isinstance(weights, str) and not os.path.exists(weights):
-                from keras_vit.weights.loading import fetch_entry_file  # noqa: PLC0415
-                from keras_vit.weights.registry import get_weights_entry  # noqa: PLC0415
-
-                entry = get_weights_entry(variant_name, weights)
-                if image_size is None and input_shape is None and input_tensor is None:
-                    image_size = entry.resolution  # the weights' resolution, as by name
-                weights = fetch_entry_file(entry)
+            if isinstance(weights, str) and not os.path.exists(weights) \
+                    and is_weights_name(variant_name, weights):
+                weights = get_weights_entry(variant_name, weights)
         return ViT(
             image_size=image_size,
             include_top=include_top,

@@ -18,17 +18,18 @@ BACKEND = keras.backend.backend()
 # engine's own training and resume paths are tested on every backend elsewhere
 # (test_applications, test_masked_patch_prediction, test_distributed_multiprocess).
 ONCE_BACKEND = os.environ.get("KERAS_VIT_ONCE_BACKEND") or BACKEND
-once = pytest.mark.skipif(
-    BACKEND != ONCE_BACKEND, reason=f"backend-independent program logic; runs once, on {ONCE_BACKEND}"
-)
 
 
 def once_on(backend):
-    """Like `once`, on a leg of one's choosing: for a script whose every call is plain Keras
-    (tested in-process on every backend), run in a new process on one backend per `make test`,
-    spreading such runs over the legs. Run alone, a leg runs it itself."""
+    """Runs a test on one leg per `make test`, `backend`'s (run alone, a leg runs it itself).
+    `once` is the program logic above; `once_on` also serves scripts whose every call is plain
+    Keras (tested in-process on every backend), run in a new process on one backend each,
+    spreading such runs over the legs."""
     chosen = backend if os.environ.get("KERAS_VIT_ONCE_BACKEND") else BACKEND
     return pytest.mark.skipif(BACKEND != chosen, reason=f"runs once per make test, on {chosen}")
+
+
+once = once_on(ONCE_BACKEND)
 
 
 @pytest.fixture

@@ -155,6 +155,18 @@ def test_registry_weights_at_another_patch_size(rng, tmp_path, monkeypatch):
     np.testing.assert_array_equal(  # the rest of the checkpoint as it was
         keras.ops.convert_to_numpy(model.get_layer("head").kernel), params["head/kernel"])
 
+    # The same rules as by name at the variant's own patch size: a head of the wrong width is
+    # refused before any download, and a cached file that does not read is deleted.
+    with pytest.raises(ValueError, match="21843-class head"):
+        keras_vit.ViTTi16(weights="imagenet21k", patch_size=32, patch_embed_resample="pi")
+    in21k = keras_vit.get_weights_entry("ViTTi16", "imagenet21k")
+    assert not list((tmp_path / "keras_home").rglob(in21k.filename))
+    cached = next((tmp_path / "keras_home").rglob(entry.filename))
+    cached.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="could not be read and was deleted"):
+        keras_vit.ViTTi16(weights="imagenet", patch_size=32, patch_embed_resample="pi")
+    assert not cached.exists()
+
 
 @once  # the command's argument handling; the loading is the test above, on every backend
 def test_convert_command_writes_weights_at_another_patch_size(tmp_path):

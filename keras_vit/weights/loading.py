@@ -143,9 +143,16 @@ def _looks_like_path(weights):
 
 
 def resolve(weights, arch, cache_dir=None):
-    """(Checkpoint, WeightsEntry or None) for a registry name or a path."""
+    """(Checkpoint, WeightsEntry or None) for a registry name, a `WeightsEntry` or a path.
+
+    An entry is taken as it is: a variant's constructor passes its own entry when the
+    architecture differs from the variant's (another patch size, FlexiViT), where matching the
+    architecture would name another variant's weights (B/16 at /8 is B/8's size)."""
+    if isinstance(weights, registry.WeightsEntry):
+        return None, weights
     if not isinstance(weights, (str, os.PathLike)):
-        raise TypeError(f"`weights` must be None, a registry name or a path; got {weights!r}.")
+        raise TypeError(f"`weights` must be None, a registry name, a WeightsEntry or a path; "
+                        f"got {weights!r}.")
     text = os.fspath(weights)
     if not _looks_like_path(text):
         # A registry name wins over a same-named file or folder in the working directory
@@ -172,16 +179,11 @@ def registry_entry(name, arch):
     return registry.get_weights_entry(variant, name)
 
 
-def fetch_entry_file(entry, cache_dir=None):
-    """Downloads a registry file (checked against its hash where the registry has one) into
-    the cache; returns its path."""
-    return fetch(entry.url, entry.filename, sha256=entry.sha256,
-                 cache_dir=cache_dir or cache_dir_default())
-
-
 def fetch_entry(entry, cache_dir=None):
-    """Downloads a registry file and reads it; a cached file that does not read is deleted."""
-    path = fetch_entry_file(entry, cache_dir)
+    """Downloads a registry file (checked against its hash where the registry has one) and
+    reads it; a cached file that does not read is deleted."""
+    path = fetch(entry.url, entry.filename, sha256=entry.sha256,
+                 cache_dir=cache_dir or cache_dir_default())
     try:
         return read_checkpoint(path)
     except ValueError as error:
@@ -284,7 +286,7 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
     new_head = head == "new"
     ckpt, entry = resolve(weights, arch, cache_dir)
     if entry is not None:
-        source = f"weights '{weights}' ({entry.path})"
+        source = f"weights '{entry.name}' ({entry.path})"
         if include_top and not new_head:  # fail before a multi-GB download
             problem = _head_problem(entry.num_classes, not entry.head_usable, classes, source, entry)
             if problem:
