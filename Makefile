@@ -12,6 +12,12 @@ BACKENDS := tensorflow jax torch
 TEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+# Python caches compiled modules unless PYTHONDONTWRITEBYTECODE is set, as it is on some
+# machines (this one's sandbox). Then every new process compiles the ~4,000-5,000 modules of
+# TensorFlow, JAX or PyTorch it imports from source: 17 s of CPU to import keras_vit, tf_data
+# and the programs on JAX instead of 7 s here, paid again by each of the suite's many
+# processes. The install is --no-compile; each module is compiled once, when first imported.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install test train $(addprefix test-,$(BACKENDS)) clean
 

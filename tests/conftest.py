@@ -25,8 +25,18 @@ def once_on(backend):
     `once` is the program logic above; `once_on` also serves scripts whose every call is plain
     Keras (tested in-process on every backend), run in a new process on one backend each,
     spreading such runs over the legs."""
-    chosen = backend if os.environ.get("KERAS_VIT_ONCE_BACKEND") else BACKEND
-    return pytest.mark.skipif(BACKEND != chosen, reason=f"runs once per make test, on {chosen}")
+    return pytest.mark.skipif(not is_once_leg(backend),
+                              reason=f"runs once per make test, on {_chosen(backend)}")
+
+
+def _chosen(backend):
+    return backend if os.environ.get("KERAS_VIT_ONCE_BACKEND") else BACKEND
+
+
+def is_once_leg(backend):
+    """Whether this leg runs what `once_on(backend)` marks: for the part of a test that runs
+    once per make test."""
+    return BACKEND == _chosen(backend)
 
 
 once = once_on(ONCE_BACKEND)

@@ -1,8 +1,9 @@
 """keras-cv layers (the `cv` extra) in the tf.data pipeline and `keras-vit train --augment`.
 
 The pipeline runs in tf.data whatever KERAS_BACKEND is, so each backend's leg runs the real
-keras-cv package; a short `keras-vit train` with a keras-cv layer runs once per backend, each
-in its own process (Keras reads the backend once).
+keras-cv package; a short `keras-vit train` with a keras-cv layer runs in a new process once per
+make test (the layer runs in tf.data on every backend; the training, remat included, is each
+backend's own in test_applications and test_remat).
 """
 
 import json
@@ -86,11 +87,12 @@ def test_cli_bad_name_exits_2_without_traceback(tmp_path, capsys):
     assert rc == 2 and "keras_cv.layers has no 'NoSuchLayer'" in err and "Traceback" not in err
 
 
-@once
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
-def test_keras_vit_train_with_a_keras_cv_layer(backend, tmp_path):
+@once  # keras-cv runs in tf.data whichever backend trains; remat is test_remat's, every backend
+def test_keras_vit_train_with_a_keras_cv_layer(tmp_path):
     """`keras-vit train --augment keras_cv.layers.AugMix --remat` on digits, in a new process
-    per backend (the figures go to the README)."""
+    (the figures go to the README; `KERAS_BACKEND=... pytest -s -k keras_cv_layer` on each
+    backend's leg for all three)."""
+    backend = BACKEND
     out = tmp_path / backend
     env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     command = [sys.executable, "-m", "applications.cli", "train", "--dataset", "digits",

@@ -4,9 +4,9 @@ Python processes, on each backend. No call here goes through the library in-proc
 - `ViTTi16(weights="imagenet")` with the default cache (`$KERAS_HOME`, else `~/.keras`), from a
   local mirror of the bucket holding a file in the published layout;
 - `keras-vit train`, then in new processes: `keras.saving.load_model` with `import keras_vit`
-  alone (compiled state included), `evaluate`, `predict` on files of several formats, `export`
-  (ONNX on each backend, every format once: conversion runs in a TensorFlow process whichever
-  backend trained), and the artifacts' outputs against Keras';
+  alone (compiled state included) and `export` to ONNX, on each backend; `evaluate`, `predict`
+  on files of several formats and every export format once (conversion runs in a TensorFlow
+  process whichever backend trained); the artifacts' outputs against Keras';
 - `keras-vit pretrain`, `finetune --init` its backbone, and the export of both (once: what it
   checks does not depend on the training backend, which the `train` test covers on each).
 """
@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BACKEND, ONCE_BACKEND, once, once_on
+from conftest import BACKEND, ONCE_BACKEND, is_once_leg, once, once_on
 from numpy_vit import make_official_params, relative_error, vit_forward
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -164,6 +164,22 @@ def test_train_then_load_evaluate_predict_export_in_new_processes(tmp_path):
         assert state["optimizer"] == "AdamW" and state["schedule"] == "WarmupDecay"
         assert state["iterations"] > 0  # the optimizer's state came back, not a fresh one
 
+    # `evaluate` and `predict` in new processes once per make test (on TensorFlow's leg, the
+    # shortest): their program logic does not depend on the backend (in-process on every
+    # backend: test_applications) once a new process has loaded the model, as above.
+    if is_once_leg("tensorflow"):
+        _evaluate_and_predict(tmp_path, run_dir)
+
+    # Every format converts in a TensorFlow process whichever backend trained (keras_vit.export),
+    # so the leg that runs `once` tests serves all three; the others ONNX, through the hand-over
+    # from their backend.
+    formats = list(EXPORTS) if BACKEND == ONCE_BACKEND else ["onnx"]
+    errors = _export_and_serve(str(run_dir / "model.keras"), tmp_path, formats)
+    assert set(errors) == set(formats)
+    assert max(errors.values()) < 1e-4, errors
+
+
+def _evaluate_and_predict(tmp_path, run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     evaluated = run([KERAS_VIT, "evaluate", "--output", "run", "--verbose", "0"], tmp_path)
     report = json.loads(evaluated[evaluated.index("{"):])
@@ -176,18 +192,13 @@ def test_train_then_load_evaluate_predict_export_in_new_processes(tmp_path):
         if line.startswith("{")]
     assert len(predicted) == len(images)
 
-    # Every format converts in a TensorFlow process whichever backend trained (keras_vit.export),
-    # so the leg that runs `once` tests serves all three; the others ONNX, through the hand-over
-    # from their backend.
-    formats = list(EXPORTS) if BACKEND == ONCE_BACKEND else ["onnx"]
-    errors = _export_and_serve(str(run_dir / "model.keras"), tmp_path, formats)
-    assert set(errors) == set(formats)
-    assert max(errors.values()) < 1e-4, errors
-
 
 @once  # the fine-tuning source and the export do not depend on the backend that trained
 def test_pretrain_then_finetune_init_then_export(tmp_path):
-    run([KERAS_VIT, "pretrain", "--dataset", "digits", "--epochs", "1", "--output", "pre"],
+    # A small backbone: what runs here is the hand-over between processes and the export;
+    # the recipe's own model learning is test_programs_analysis's.
+    run([KERAS_VIT, "pretrain", "--dataset", "digits", "--epochs", "1", "--output", "pre",
+         "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--mlp-dim", "32"],
         tmp_path)
     run([KERAS_VIT, "finetune", "--dataset", "digits", "--init", "pre/backbone.keras",
          "--epochs", "1", "--output", "ft"], tmp_path)
