@@ -59,7 +59,7 @@ def _committed(state):
         return 0
 
 
-def test_job_killed_and_resumed_ends_identical_and_equal_one_process(tmp_path):
+def test_job_killed_and_resumed_ends_identical_and_equal_one_process(tmp_path, request):
     """SIGKILL a worker after 2 committed epochs, restart the job with --resume, and compare.
 
     The resumed job must run exactly the uncommitted epochs, both processes
@@ -93,6 +93,12 @@ def test_job_killed_and_resumed_ends_identical_and_equal_one_process(tmp_path):
     assert not (out / "metrics.json").exists()
 
     resumed = launch(tmp_path, [*args, "--resume"], "b")  # new ports, same run directory
+    # One process on the same global batches, interrupted at the same epoch (compared below),
+    # runs alongside: it needs only `committed`.
+    reference = start(BACKEND, tmp_path / "ref.npz",
+                      ["train", "--output", tmp_path / "ref", *args], tmp_path / "ref.log",
+                      worker_args=["--reference", "2", "--resumed-at", str(committed)])
+    request.addfinalizer(lambda: kill_all([reference]))  # should an assertion stop the test
     codes = wait_all(resumed, timeout=300)
     assert codes == [0, 0], logs(tmp_path, "b")
     for i in range(2):
@@ -118,9 +124,6 @@ def test_job_killed_and_resumed_ends_identical_and_equal_one_process(tmp_path):
     w0, w1 = load(tmp_path / "b0.npz"), load(tmp_path / "b1.npz")
     assert all(np.array_equal(a, b) for a, b in zip(w0, w1)), "the processes' weights differ"
     # ... as one process does on the same global batches, interrupted at the same epoch.
-    reference = start(BACKEND, tmp_path / "ref.npz",
-                      ["train", "--output", tmp_path / "ref", *args], tmp_path / "ref.log",
-                      worker_args=["--reference", "2", "--resumed-at", str(committed)])
     assert wait_all([reference], timeout=200) == [0], tail(tmp_path / "ref.log")
     ref, init = load(tmp_path / "ref.npz"), load(tmp_path / "ref.init.npz")
     assert float(np.max(np.abs(flat(ref) - flat(init)))) > 0.05  # training moved the weights
