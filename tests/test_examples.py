@@ -36,7 +36,9 @@ def run_example(name, *args, cwd, env=None):
 def test_train_digits_learns_and_saves(tmp_path):
     out = run_example("train_digits.py", "--epochs", "4", "--output", "m.keras", cwd=tmp_path)
     accuracy = float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
-    assert accuracy > 0.3  # 10 classes: chance is 0.1; four epochs get well past it
+    # 10 classes: chance is 0.1. Four epochs, JAX, seeds 0/1/2: 0.348, 0.270, 0.351 (unseeded,
+    # a run once gave 0.298; the script now seeds itself, default 0).
+    assert accuracy > 0.2
     assert (tmp_path / "m.keras").is_file()
 
 
