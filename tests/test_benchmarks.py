@@ -95,3 +95,27 @@ def test_input_pipeline_benchmark_runs(tmp_path):
     assert ("keras-vit", "train", "records") in names and ("PIL processes", "eval", "folder") in names
     assert len(rows) == 16 and all(r["img_s"] > 0 for r in rows)
     assert "| train | folder | keras-vit |" in done.stdout
+
+
+@once
+def test_tf_graph_ops_compare_names_each_difference(tmp_path, capsys):
+    """benchmarks/tf_graph_ops.py --compare: equal histograms exit 0; a changed op is listed
+    with both counts and exits 1 (the graphs themselves are TensorFlow's; run by hand)."""
+    import json
+
+    path = os.path.join(os.path.dirname(HERE), "benchmarks", "tf_graph_ops.py")
+    spec = importlib.util.spec_from_file_location("tf_graph_ops", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old = {"train": {"MatMul|transpose_a=b: false|inputs=2": 4, "Const|inputs=0": 3},
+           "infer": {"MatMul|transpose_a=b: false|inputs=2": 2}}
+    new = {"train": {"MatMul|transpose_a=b: false|inputs=2": 5, "Const|inputs=0": 3},
+           "infer": {"MatMul|transpose_a=b: false|inputs=2": 2}}
+    for name, value in (("old", old), ("same", old), ("new", new)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(value))
+    assert module.main(["--compare", str(tmp_path / "old.json"), str(tmp_path / "same.json")]) == 0
+    capsys.readouterr()
+    assert module.main(["--compare", str(tmp_path / "old.json"), str(tmp_path / "new.json")]) == 1
+    out = capsys.readouterr().out
+    assert "train: 7 ops -> 8; 1 kinds differ" in out and "infer: 2 ops -> 2; 0 kinds differ" in out
+    assert "    4 ->     5  MatMul|transpose_a=b: false|inputs=2" in out
