@@ -7,8 +7,9 @@ Python processes, on each backend. No call here goes through the library in-proc
   alone (compiled state included) and `export` to ONNX, on each backend; `evaluate`, `predict`
   on files of several formats and every export format once (conversion runs in a TensorFlow
   process whichever backend trained); the artifacts' outputs against Keras';
-- `keras-vit pretrain`, `finetune --init` its backbone, and the export of both (once: what it
-  checks does not depend on the training backend, which the `train` test covers on each).
+- `keras-vit pretrain`, `finetune --init` its backbone, and the export of both (once, on
+  TensorFlow: what it checks does not depend on the training backend, which the `train` test
+  covers on each).
 """
 
 import json
@@ -193,7 +194,10 @@ def _evaluate_and_predict(tmp_path, run_dir):
     assert len(predicted) == len(images)
 
 
-@once  # the fine-tuning source and the export do not depend on the backend that trained
+# Once, on TensorFlow: the fine-tuning source and the export do not depend on the backend that
+# trained, and TensorFlow converts its models itself (other backends hand the model over to a
+# TensorFlow process: the train test above).
+@once_on("tensorflow")
 def test_pretrain_then_finetune_init_then_export(tmp_path):
     # A small backbone: what runs here is the hand-over between processes and the export;
     # the recipe's own model learning is test_programs_analysis's.
