@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The accelerator proof in one call (see bench.py): installs the wheels it brings along
-# (.whl/: Keras and what it needs that the GPU image lacks, KerasHub for the peer) into a
-# temporary folder when this Python lacks them, puts this checkout on the path, and runs every check and measurement
-# within the time budget. Results: $OUT/h200.json, $OUT/table.md, $OUT/log.txt.
+# (.whl/, fetched by benchmarks/gpu/wheels.sh: Keras and what it needs that the GPU image
+# lacks, KerasHub for the peer) into a temporary folder when this Python lacks them, puts this
+# checkout on the path, and runs every check and measurement within the time budget.
+# Results: $OUT/h200.json, $OUT/table.md, $OUT/log.txt.
 #
 #   benchmarks/gpu/run.sh                 # on the GPU machine (device tool: carry .whl)
 #   benchmarks/gpu/run.sh --dry-run       # anywhere: tiny shapes, CPU
