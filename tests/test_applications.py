@@ -6,7 +6,6 @@ must give exit code 2 and a message naming the valid choices.
 """
 
 import json
-import os
 
 import keras
 import numpy as np

@@ -65,7 +65,7 @@ def test_layout_map_shards_heads_and_mlp_of_every_block():
     assert sharded == expected
     # Everything else is replicated: embedding, LayerNorms, output biases, head.
     assert lmap["embedding/kernel"] is None and lmap["head/kernel"] is None
-    assert lmap[f"encoderblock_0/MultiHeadDotProductAttention_1/out_bias"] is None
+    assert lmap["encoderblock_0/MultiHeadDotProductAttention_1/out_bias"] is None
 
 
 def test_layout_map_from_arch_equals_from_model_and_shards_embedding_on_request():

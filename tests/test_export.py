@@ -1,7 +1,5 @@
 """Exported SavedModel, ONNX and LiteRT artifacts compute what the Keras model computes."""
 
-import os
-
 import keras
 import numpy as np
 import pytest

@@ -7,8 +7,6 @@ product choice, and JAX's padded cuDNN attention math (checked on the CPU with X
 
 import numpy as np
 import pytest
-
-import keras
 from keras import ops
 
 from conftest import BACKEND
