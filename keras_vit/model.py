@@ -160,8 +160,9 @@ def ViT(
         include_top: include `pre_logits` (if any) and the classification `head`.
         weights: None (random init); a registry name for this architecture's variant
             (`"imagenet"`, `"imagenet21k"`, ... see `keras_vit.list_weights`), downloaded and
-            verified (or its `keras_vit.weights.WeightsEntry`); or a path: official / big_vision `.npz`, HF transformers directory or
-            `.safetensors` / `.bin`, timm `.safetensors`, Keras `.weights.h5`. The position
+            verified (or its `keras_vit.weights.WeightsEntry`); or a path: official /
+            big_vision `.npz`, HF transformers directory or `.safetensors` / `.bin`, timm
+            `.safetensors`, Keras `.weights.h5`. The position
             embedding is resampled when the checkpoint's resolution differs. With
             `include_top=True` the checkpoint's head is loaded and `classes` must match it
             (see `head`). See `keras_vit.weights.loading` and docs/pretrained_weights.md.

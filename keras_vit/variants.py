@@ -8,7 +8,8 @@ import os
 
 from keras_vit.architectures import VARIANTS  # noqa: F401  (this module's interface)
 from keras_vit.model import ViT
-from keras_vit.weights.registry import get_weights_entry, is_weights_name
+from keras_vit.weights.loading import looks_like_path
+from keras_vit.weights.registry import get_weights_entry
 
 
 def _variant(variant_name, doc_name):
@@ -34,8 +35,8 @@ def _variant(variant_name, doc_name):
             # name another variant's weights (B/16 at /8 is B/8's size).
             architecture["patch_size"] = patch_size
             if isinstance(weights, str) and not os.path.exists(weights) \
-                    and is_weights_name(variant_name, weights):
-                weights = get_weights_entry(variant_name, weights)
+                    and not looks_like_path(weights):
+                weights = get_weights_entry(variant_name, weights)  # else: the valid names
         return ViT(
             image_size=image_size,
             include_top=include_top,

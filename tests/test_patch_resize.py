@@ -159,6 +159,8 @@ def test_registry_weights_at_another_patch_size(rng, tmp_path, monkeypatch):
     # refused before any download, and a cached file that does not read is deleted.
     with pytest.raises(ValueError, match="21843-class head"):
         keras_vit.ViTTi16(weights="imagenet21k", patch_size=32, patch_embed_resample="pi")
+    with pytest.raises(ValueError, match="Unknown weights 'imagenet22k' for ViTTi16"):
+        keras_vit.ViTTi16(weights="imagenet22k", patch_size=32, patch_embed_resample="pi")
     in21k = keras_vit.get_weights_entry("ViTTi16", "imagenet21k")
     assert not list((tmp_path / "keras_home").rglob(in21k.filename))
     cached = next((tmp_path / "keras_home").rglob(entry.filename))

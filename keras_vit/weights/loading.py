@@ -137,7 +137,9 @@ def check_patch_embed_resample(patch_embed_resample):
 # --------------------------------------------------------------------------- resolving
 
 
-def _looks_like_path(weights):
+def looks_like_path(weights):
+    """Whether a `weights=` string is meant as a path (a separator, a file suffix, a leading
+    dot) rather than a registry name."""
     text = os.fspath(weights)
     return os.sep in text or text.endswith(_PATH_SUFFIXES) or text.startswith(".")
 
@@ -154,7 +156,7 @@ def resolve(weights, arch, cache_dir=None):
         raise TypeError(f"`weights` must be None, a registry name, a WeightsEntry or a path; "
                         f"got {weights!r}.")
     text = os.fspath(weights)
-    if not _looks_like_path(text):
+    if not looks_like_path(text):
         # A registry name wins over a same-named file or folder in the working directory
         # (an "imagenet" data folder, say); write "./imagenet" to mean the path.
         variant = match_variant(arch)
@@ -162,7 +164,7 @@ def resolve(weights, arch, cache_dir=None):
             return None, registry.get_weights_entry(variant, text)
     if os.path.exists(text):
         return read_checkpoint(text, num_heads=arch["num_heads"]), None
-    if _looks_like_path(text):
+    if looks_like_path(text):
         raise ValueError(f"Weights file {text!r} does not exist.")
     return None, registry_entry(text, arch)
 
@@ -286,7 +288,8 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
     new_head = head == "new"
     ckpt, entry = resolve(weights, arch, cache_dir)
     if entry is not None:
-        source = f"weights '{entry.name}' ({entry.path})"
+        name = weights if isinstance(weights, str) else entry.name  # as the user wrote it
+        source = f"weights '{name}' ({entry.path})"
         if include_top and not new_head:  # fail before a multi-GB download
             problem = _head_problem(entry.num_classes, not entry.head_usable, classes, source, entry)
             if problem:
