@@ -9,7 +9,7 @@ import os
 from keras_vit.architectures import VARIANTS  # noqa: F401  (this module's interface)
 from keras_vit.model import ViT
 from keras_vit.weights.loading import looks_like_path
-from keras_vit.weights.registry import get_weights_entry
+from keras_vit.weights.registry import get_weights_entry, is_weights_name
 
 
 def _variant(variant_name, doc_name):
@@ -34,9 +34,11 @@ def _variant(variant_name, doc_name):
             # passed on as its entry, since under the new patch size the architecture would
             # name another variant's weights (B/16 at /8 is B/8's size).
             architecture["patch_size"] = patch_size
-            if isinstance(weights, str) and not os.path.exists(weights) \
-                    and not looks_like_path(weights):
-                weights = get_weights_entry(variant_name, weights)  # else: the valid names
+            # As `resolve` reads a name: a registry name wins over a same-named file or folder;
+            # another name that is no path is refused with this variant's valid names.
+            if isinstance(weights, str) and not looks_like_path(weights) and (
+                    is_weights_name(variant_name, weights) or not os.path.exists(weights)):
+                weights = get_weights_entry(variant_name, weights)
         return ViT(
             image_size=image_size,
             include_top=include_top,

@@ -125,23 +125,33 @@ def test_checkpoint_loads_at_another_patch_size(rng, tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(big)), got, atol=1e-5)
 
 
-def test_registry_weights_at_another_patch_size(rng, tmp_path, monkeypatch):
-    """`ViTTi16(weights="imagenet", patch_size=32, patch_embed_resample="pi")`: the named
-    weights (from a local mirror of the bucket) at /32, at their 384 px: each 16x16 patch
-    upsampled to 32x32 gives the checkpoint's token."""
+def _mirror_ti16_imagenet(bucket):
+    """ViTTi16's "imagenet" file, random weights in the published layout, in a local mirror
+    of the bucket (KERAS_VIT_WEIGHTS_URL); its registry entry and its arrays."""
     from numpy_vit import make_official_params
 
     entry = keras_vit.get_weights_entry("ViTTi16", "imagenet")
     params = make_official_params(np.random.default_rng(0), image_size=384, patch=16,
                                   hidden=192, layers=12, heads=3, mlp=768, classes=1000)
-    (tmp_path / "bucket" / entry.path).parent.mkdir(parents=True)
-    np.savez(tmp_path / "bucket" / entry.path, **params)
+    (bucket / entry.path).parent.mkdir(parents=True)
+    np.savez(bucket / entry.path, **params)
+    return entry, params
+
+
+def test_registry_weights_at_another_patch_size(rng, tmp_path, monkeypatch):
+    """`ViTTi16(weights="imagenet", patch_size=32, patch_embed_resample="pi")`: the named
+    weights (from a local mirror of the bucket) at /32, at their 384 px: each 16x16 patch
+    upsampled to 32x32 gives the checkpoint's token."""
+    entry, params = _mirror_ti16_imagenet(tmp_path / "bucket")
     monkeypatch.setenv("KERAS_VIT_WEIGHTS_URL", (tmp_path / "bucket").as_uri())
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     monkeypatch.setenv("KERAS_VIT_CACHE_DIR", "")
 
     with pytest.raises(ValueError, match="patch_embed_resample='pi'"):
         keras_vit.ViTTi16(weights="imagenet", patch_size=32)
+    # A registry name wins over a same-named folder in the working directory, as at /16.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "imagenet").mkdir()
     model = keras_vit.ViTTi16(weights="imagenet", patch_size=32, patch_embed_resample="pi",
                               classifier_activation=None)
     assert model.input_shape[1:3] == (384, 384)  # the weights' resolution: 12x12 tokens
@@ -178,13 +188,7 @@ def test_convert_command_writes_weights_at_another_patch_size(tmp_path):
     import subprocess
     import sys
 
-    from numpy_vit import make_official_params
-
-    entry = keras_vit.get_weights_entry("ViTTi16", "imagenet")
-    params = make_official_params(np.random.default_rng(0), image_size=384, patch=16,
-                                  hidden=192, layers=12, heads=3, mlp=768, classes=1000)
-    (tmp_path / "bucket" / entry.path).parent.mkdir(parents=True)
-    np.savez(tmp_path / "bucket" / entry.path, **params)
+    entry, params = _mirror_ti16_imagenet(tmp_path / "bucket")
     env = {**os.environ, "KERAS_VIT_WEIGHTS_URL": (tmp_path / "bucket").as_uri(),
            "KERAS_HOME": str(tmp_path / "keras_home"), "KERAS_VIT_CACHE_DIR": "",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
