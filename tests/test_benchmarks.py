@@ -13,13 +13,17 @@ from conftest import once
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@pytest.fixture(scope="module")
-def throughput():
-    path = os.path.join(os.path.dirname(HERE), "benchmarks", "throughput.py")
-    spec = importlib.util.spec_from_file_location("throughput", path)
+def _benchmark_module(name):
+    path = os.path.join(os.path.dirname(HERE), "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    return _benchmark_module("throughput")
 
 
 @once
@@ -103,10 +107,7 @@ def test_tf_graph_ops_compare_names_each_difference(tmp_path, capsys):
     with both counts and exits 1 (the graphs themselves are TensorFlow's; run by hand)."""
     import json
 
-    path = os.path.join(os.path.dirname(HERE), "benchmarks", "tf_graph_ops.py")
-    spec = importlib.util.spec_from_file_location("tf_graph_ops", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_module("tf_graph_ops")
     old = {"train": {"MatMul|transpose_a=b: false|inputs=2": 4, "Const|inputs=0": 3},
            "infer": {"MatMul|transpose_a=b: false|inputs=2": 2}}
     new = {"train": {"MatMul|transpose_a=b: false|inputs=2": 5, "Const|inputs=0": 3},
