@@ -19,7 +19,7 @@ PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 # processes. The install is --no-compile; each module is compiled once, when first imported.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: install test train $(addprefix test-,$(BACKENDS)) clean
+.PHONY: install test train docs $(addprefix test-,$(BACKENDS)) clean
 
 # (Re)install when the venv is missing or the project's requirements changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,12 +27,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	# --no-compile: pip byte-compiles every module of TensorFlow, PyTorch and JAX (53 s instead
 	# of 214 s for this install here); Python compiles the few that are imported, once.
+	# This project was distributed as keras-vit before it became keras3-vit: drop the old name.
+	@$(PY) -m pip uninstall -q -y keras-vit 2>/dev/null || true
 	$(PY) -m pip install -q --no-compile -c constraints.txt -e ".[test]"
 	# keras-cv (the cv extra, tested here) without its dependencies: its pins predate Keras 3.15.
 	$(PY) -m pip install -q --no-compile --no-deps -c constraints.txt keras-cv
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Under make test the test dependencies (transformers, safetensors, keras-cv, mkdocs) must
+# import: a broken install fails instead of skipping whole modules (tests/conftest.py: require).
+export KERAS_VIT_REQUIRE_TEST_DEPS := 1
 
 # One process per backend: Keras reads KERAS_BACKEND once, at import.
 test: $(STAMP)
@@ -52,7 +58,7 @@ $(addprefix test-,$(BACKENDS)): test-%: $(STAMP)
 # a weight EMA, on JAX (it compiles this model's train step in half TensorFlow's time; choose
 # another with TRAIN_BACKEND=...). JAX runs each 19-step epoch as one call (--steps-per-execution),
 # saving its per-step dispatch; TensorFlow's in-graph loop costs more to compile than it saves.
-# Measured figures: README.
+# Measured figures: benchmarks/RESULTS.md.
 TRAIN_BACKEND ?= jax
 STEPS_PER_EXECUTION_jax := 19
 TRAIN_ARGS ?= --mixup 0.2 --ema 0.998 --epochs 120 \
@@ -61,5 +67,10 @@ train: $(STAMP)
 	KERAS_BACKEND=$(TRAIN_BACKEND) $(VENV)/bin/keras-vit train --dataset digits $(TRAIN_ARGS) \
 	  --output runs/digits
 
+# The API reference (docs/api.md, generated from the docstrings) and the guides, into site/.
+# make test builds it once more, in strict mode (tests/test_docs.py).
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

@@ -20,6 +20,10 @@ import sys
 from applications import options
 
 EXIT_USAGE = 2
+# What installs TensorFlow for the programs: the plain packages (the tf extra's), or the extra
+# from a clone (the distribution, keras3-vit, is not on the package index yet).
+TF_INSTALL = ('pip install "tensorflow>=2.21" tensorflow-datasets tensorboard (or, in a clone '
+              'of keras-vit: pip install -c constraints.txt ".[tf,jax]")')
 
 # Subcommands living in their own module, each with `add_parser(subparsers)` and `run(args)`.
 MODULE_COMMANDS = ("pretrain", "ablate", "visualize", "export", "convert")
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print(f"keras-vit {args.command}: error: the keras-vit programs read data with tf.data "
               "and need TensorFlow, which is not installed here (the library itself does not): "
-              "pip install 'keras-vit[tf]'", file=sys.stderr)
+              + TF_INSTALL, file=sys.stderr)
         return EXIT_USAGE
     import tf_data  # after parsing: --help needs no TensorFlow
 

@@ -48,7 +48,8 @@ def check_toolchain(format):
     if missing:
         raise MissingToolchainError(
             f"Exporting to {format} needs {', '.join(missing)}, which is not installed: "
-            f"pip install 'keras-vit[export]' (or: pip install {' '.join(missing)})."
+            f"pip install {' '.join(missing)} (or, in a clone of keras-vit, the export extra: "
+            f"pip install -c constraints.txt \".[export]\")."
         )
 
 

@@ -33,22 +33,18 @@ class VisionTransformer(keras.Model):
     """The functional model that `ViT(...)` and the variants return.
 
     A plain Keras functional model (same config, same `.keras` files) with one difference:
-    what `jit_compile="auto"` (Keras' default, compiled or not) picks on TensorFlow, where
-    Keras leaves XLA off on CPUs. Measured on this model (benchmarks/RESULTS.md):
+    what `jit_compile="auto"` (Keras' default) picks on TensorFlow, where Keras leaves XLA off
+    on CPUs:
 
-    - under a `tf.distribute` strategy (a model created in its scope), no step compiles with
-      XLA, as in Keras (with several devices XLA's steps fail to run); otherwise:
+    - under a `tf.distribute` strategy, no step compiles with XLA, as in Keras (with several
+      devices XLA's steps fail to run);
+    - on accelerators, and for small models on CPUs, every step compiles with XLA, which fuses
+      the layer norms, softmax and GELU into their neighbours (per-op overhead dominates small
+      CPU steps);
+    - from about 1 GFLOP per image up on CPUs, steps are bound by their matrix products, which
+      TensorFlow's oneDNN kernels run faster than XLA's, so training and inference skip XLA.
 
-    - on accelerators, and for small models on CPUs, every step compiles with XLA: it fuses
-      the layer norms, softmax and GELU into their neighbours, and per-op overhead dominates
-      small CPU steps (the `digits` model trains in 19 ms per step with XLA, 26 without);
-    - from about 1 GFLOP per image up on CPUs (ViT-Ti/16 at 224 px is 2.5), a step is bound by
-      its matrix products, which TensorFlow's own oneDNN kernels (graph mode) run faster than
-      XLA's, with the first product, its bias and GELU fused into one kernel: training and
-      inference skip XLA. Without XLA, ViT-Ti/16 trained 11% faster, S/16 1-14% (run to run),
-      B/16 2% (AVX-512 CPU); Ti/16 inference ran 6% faster, S/16 and B/16 as fast, and none
-      waits for XLA to compile.
-
+    The figures behind these choices: benchmarks/RESULTS.md (sessions 16-18).
     `model.jit_compile` reads what "auto" resolved to; an explicit `jit_compile=True` or
     `False` (in `compile`, or set on `model.jit_compile`) applies as in Keras.
     """

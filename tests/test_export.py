@@ -78,7 +78,7 @@ def test_missing_toolchain_names_the_extra(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
-    with pytest.raises(MissingToolchainError, match=r"keras-vit\[export\].*tf2onnx"):
+    with pytest.raises(MissingToolchainError, match=r"pip install tf2onnx .*\.\[export\]"):
         check_toolchain("onnx")
     with pytest.raises(ValueError, match="Unknown export format 'coreml'"):
         check_toolchain("coreml")

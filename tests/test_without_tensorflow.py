@@ -74,5 +74,6 @@ def test_programs_say_tensorflow_is_needed(tmp_path):
                            "digits", "--output", str(tmp_path / "run")], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
-    assert "pip install 'keras-vit[tf]'" in done.stderr
+    assert 'pip install "tensorflow>=2.21" tensorflow-datasets tensorboard' in done.stderr
+    assert 'pip install -c constraints.txt ".[tf,jax]"' in done.stderr
     assert "Traceback" not in done.stderr

@@ -96,7 +96,8 @@ def make_mix(
 # Keras-native layers to name when a keras-cv layer cannot be used.
 KERAS_NATIVE = ("keras.layers.RandAugment", "keras.layers.AugMix", "keras.layers.RandomErasing",
                 "keras.layers.CutMix", "keras.layers.MixUp")
-CV_EXTRA = "pip install 'keras-vit[cv]' (keras-cv 0.9.0, installed with --no-deps beside Keras 3)"
+# keras-cv 0.9.0's own pins predate Keras 3.15: it is installed without its dependencies.
+CV_EXTRA = "pip install --no-deps keras-cv==0.9.0 (it runs beside Keras 3, without its own pins)"
 
 
 def parse_layer_spec(spec: str) -> tuple[str, dict]:
@@ -173,7 +174,7 @@ def load_layer(spec: str, seed: int):
     if module is None:
         if parts[0] == "keras_cv":
             raise DataError(
-                f"--augment {spec!r}: keras-cv is not installed. Install the cv extra: "
+                f"--augment {spec!r}: keras-cv is not installed. Install it: "
                 f"{CV_EXTRA}; or use a Keras-native layer instead: "
                 f"{', '.join(KERAS_NATIVE)} (e.g. --augment keras.layers.AugMix, or "
                 "--randaugment N,M).")
