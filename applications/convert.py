@@ -51,7 +51,8 @@ def configure_parser(p):
     p.add_argument("--gelu", choices=tuple(_GELU), default="auto",
                    help="GELU of the model: auto (what the weights were trained with), "
                         "tanh (official), erf (HF/timm)")
-    p.add_argument("--pos-embed-resample", choices=("official", "bicubic"), default=None,
+    p.add_argument("--pos-embed-resample", default=None,
+                   choices=("official", "bicubic", "bicubic_no_antialias", "dinov2"),
                    help="resampling when --image-size differs (default: the source's own)")
     p.add_argument("--patch-size", type=int, default=None,
                    help="another patch size than the variant's (needs --patch-embed-resample)")

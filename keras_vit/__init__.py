@@ -4,10 +4,13 @@ Runs unchanged on TensorFlow, JAX and PyTorch (`KERAS_BACKEND`).
 """
 
 from keras_vit.layers import (
+    LayerScale,
     MlpBlock,
     MultiHeadDotProductAttention,
+    MultiheadAttentionPooling,
     PatchEncoder,
     Patches,
+    RegisterTokens,
     ResidualUnit,
     StdConv2D,
     TokenPooling,

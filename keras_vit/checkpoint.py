@@ -12,11 +12,15 @@ import keras
 import numpy as np
 import scipy.ndimage
 
+from keras_vit.layers.attention_pooling import MultiheadAttentionPooling
 from keras_vit.layers.patch_encoder import PatchEncoder
+from keras_vit.layers.register_tokens import RegisterTokens
 from keras_vit.layers.resnet import ResidualUnit
 from keras_vit.layers.transformer_block import TransformerBlock
 
 POS_EMBED_KEY = "Transformer/posembed_input/pos_embedding"
+# How a position embedding is resampled to another grid, each as a source's own code does.
+POS_EMBED_RESAMPLE = ("official", "bicubic", "bicubic_no_antialias", "dinov2")
 _HEAD_PREFIXES = ("head/", "pre_logits/")
 
 
@@ -28,7 +32,10 @@ def official_variables(model):
 
     Covers the patch embedding, class token, position embedding(s), encoder blocks, final
     norm, `pre_logits`, `head` and the hybrid ResNet stem. Keys for this library's extensions
-    (2-D and relative position embeddings) follow the same scheme.
+    (2-D and relative position embeddings) follow the same scheme, and so do those of the
+    later ViTs' options: `registers` (1, R, D), `Transformer/encoderblock_{i}/LayerScale_1/scale`
+    and `.../LayerScale_3/scale` (D,), `MAPHead_0/...` (big_vision's names for the attention-
+    pooling head) and `fc_norm/{scale,bias}`.
     """
     variables = {}
     blocks = [layer for layer in model.layers if isinstance(layer, TransformerBlock)]
@@ -38,11 +45,15 @@ def official_variables(model):
             variables["embedding/bias"] = layer.bias
             if layer.use_class_token:
                 variables["cls"] = layer.cls
-            if layer.position_embedding == "learned_1d":
+            if layer.position_embedding in ("learned_1d", "sincos_2d"):
                 variables[POS_EMBED_KEY] = layer.pos_embedding
             elif layer.position_embedding == "learned_2d":
                 variables[POS_EMBED_KEY + "_row"] = layer.pos_embedding_row
                 variables[POS_EMBED_KEY + "_col"] = layer.pos_embedding_col
+        elif isinstance(layer, RegisterTokens):
+            variables["registers"] = layer.registers
+        elif isinstance(layer, MultiheadAttentionPooling):
+            variables.update({f"MAPHead_0/{k}": v for k, v in layer.official_variables().items()})
         elif isinstance(layer, ResidualUnit):
             prefix = layer.name.replace("_unit", "/unit") + "/"  # block1_unit1 -> block1/unit1/
             for part in ("1", "2", "3", "_proj"):
@@ -54,8 +65,8 @@ def official_variables(model):
                 variables[f"{prefix}gn{part}/bias"] = norm.beta
         elif layer.name == "conv_root":
             variables["conv_root/kernel"] = layer.kernel
-        elif layer.name in ("gn_root", "encoder_norm"):
-            prefix = "Transformer/encoder_norm" if layer.name == "encoder_norm" else "gn_root"
+        elif layer.name in ("gn_root", "encoder_norm", "fc_norm"):
+            prefix = "Transformer/encoder_norm" if layer.name == "encoder_norm" else layer.name
             variables[f"{prefix}/scale"] = layer.gamma
             variables[f"{prefix}/bias"] = layer.beta
         elif layer.name in ("pre_logits", "head"):
@@ -96,6 +107,9 @@ def _block_variables(block, prefix):
         variables[f"{mha}{name}/bias"] = getattr(attention, f"{name}_bias")
     if attention.relative_position:
         variables[f"{mha}relative_embedding"] = attention.relative_embedding
+    if getattr(block, "layer_scale_init_value", None) is not None:
+        variables[f"{prefix}LayerScale_1/scale"] = block.layer_scale_1.scale
+        variables[f"{prefix}LayerScale_3/scale"] = block.layer_scale_3.scale
     return variables
 
 
@@ -126,6 +140,10 @@ _BIG_VISION_BLOCK_NAMES = {
 def normalize_keys(params, source="checkpoint"):
     """Brings big_vision names (optional `params/` prefix, Linen counters, top-level
     `pos_embedding`, scanned `encoderblock` stacks) to the official layout."""
+    if any(k.removeprefix("params/").startswith("img/") for k in params):
+        # A two-tower (SigLIP, LiT) big_vision file: the image tower, without the text tower.
+        params = {k.removeprefix("params/").removeprefix("img/"): v for k, v in params.items()
+                  if k.removeprefix("params/").startswith("img/")}
     out = {}
     for key, value in params.items():
         key = key.removeprefix("params/")
@@ -176,7 +194,12 @@ def resample_position_embedding(posemb, grid, num_prefix_tokens, method="officia
         num_prefix_tokens: 1 when a class-token row leads (it is kept as is), else 0.
         method: `"official"`: `scipy.ndimage.zoom(order=1)`, i.e. bilinear with aligned
             corners, as `vit_jax/checkpoint.py` does; `"bicubic"`: timm's bicubic with
-            antialiasing (see `keras_vit.resample`).
+            antialiasing (see `keras_vit.resample`; HF's Dinov2WithRegisters does the same);
+            `"bicubic_no_antialias"`: torch bicubic to the new size without antialiasing, as
+            HF's Dinov2, SigLIP and ViTMAE and MAE's and DeiT's fine-tuning scripts;
+            `"dinov2"`: the original DINOv2 code's, the same kernel with the scale factor
+            (g_new + 0.1) / g_old per axis (`interpolate_offset=0.1`, which shifts the
+            sampling positions slightly).
     """
     prefix, old = posemb[:, :num_prefix_tokens], posemb[0, num_prefix_tokens:]
     side = int(round(np.sqrt(len(old))))
@@ -192,8 +215,14 @@ def resample_position_embedding(posemb, grid, num_prefix_tokens, method="officia
         from keras_vit.resample import bicubic_resize  # noqa: PLC0415 (optional path)
 
         new = bicubic_resize(old.astype(np.float64), grid)
+    elif method in ("bicubic_no_antialias", "dinov2"):
+        from keras_vit.resample import plain_bicubic_resize  # noqa: PLC0415 (optional path)
+
+        scale = None if method != "dinov2" else tuple((g + 0.1) / side for g in grid)
+        new = plain_bicubic_resize(old.astype(np.float64), grid, scale_factor=scale)
     else:
-        raise ValueError(f"Unknown pos_embed_resample {method!r}; expected 'official' or 'bicubic'.")
+        raise ValueError(f"Unknown pos_embed_resample {method!r}; expected one of "
+                         f"{', '.join(map(repr, POS_EMBED_RESAMPLE))}.")
     new = new.reshape(1, grid[0] * grid[1], -1).astype(posemb.dtype)
     return np.concatenate([prefix, new], axis=1)
 
@@ -224,7 +253,13 @@ def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="of
     if not has_top or skip_head:
         # Without a top (or with a fresh head), the checkpoint's classifier is not wanted.
         ignored = ("head/",) if has_top else _HEAD_PREFIXES
+    if not any(layer.name == "head" for layer in model.layers):
+        # A headless model without pooled output leaves the pooling's own weights too.
+        ignored += tuple(p for p in _POOLING_PREFIXES if not any(k.startswith(p) for k in targets))
     encoder = next(layer for layer in model.layers if isinstance(layer, PatchEncoder))
+    params = adapt_class_position(params, encoder)
+    if encoder.position_embedding == "sincos_2d" and POS_EMBED_KEY not in params:
+        targets.pop(POS_EMBED_KEY)  # a fixed table the file need not store: keep the computed one
     values, problems = {}, []
     for key, variable in targets.items():
         if key not in params:
@@ -281,7 +316,7 @@ def _fit(key, value, variable, encoder, pos_embed_resample, patch_embed_resample
     if key == POS_EMBED_KEY and value.ndim == 3 and value.shape[2] == want[2]:
         try:
             return resample_position_embedding(
-                value, encoder.grid_size, int(encoder.use_class_token), pos_embed_resample
+                value, encoder.grid_size, position_prefix_rows(encoder), pos_embed_resample
             )
         except ValueError as error:
             raise ValueError(
@@ -294,7 +329,61 @@ def _fit(key, value, variable, encoder, pos_embed_resample, patch_embed_resample
     raise ValueError(f"'{key}' has shape {value.shape} in the checkpoint, model expects {want}")
 
 
+def position_prefix_rows(encoder):
+    """Rows of a `PatchEncoder`'s 1-D position embedding before the patches' (0 or 1)."""
+    return int(encoder.use_class_token and not getattr(encoder, "no_embed_class", False))
+
+
+def prefix_rows_of(posemb):
+    """0 or 1 rows before a square grid in a checkpoint's (1, T, D) position embedding, or
+    None when neither T nor T - 1 is a square."""
+    tokens = int(np.shape(posemb)[1])
+    if _is_square(tokens) and tokens > 1:
+        return 0
+    if _is_square(tokens - 1):
+        return 1
+    return None
+
+
+def adapt_class_position(params, encoder):
+    """`params` with the class token's position row moved to where `encoder` keeps it.
+
+    A class row of zeros is the same function as none (`no_embed_class`), and a class row p
+    is the same as none with the class token x_class + p (timm folds it so for DINOv2 with
+    registers). Both directions are exact; other parameters are returned as they are.
+    """
+    posemb = params.get(POS_EMBED_KEY)
+    if posemb is None or np.ndim(posemb) != 3 or not encoder.use_class_token \
+            or encoder.position_embedding not in ("learned_1d", "sincos_2d"):
+        return params
+    if np.shape(posemb)[1] == encoder.pos_embedding.shape[1]:
+        return params  # the model's own layout (and grid)
+    have, want = prefix_rows_of(posemb), position_prefix_rows(encoder)
+    if have is None or have == want or "cls" not in params:
+        return params
+    params = dict(params)
+    posemb = np.asarray(posemb)
+    if want:  # the file has no class row: a zero one
+        params[POS_EMBED_KEY] = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+    else:  # fold the file's class row into the class token
+        params["cls"] = np.asarray(params["cls"]) + posemb[:, :1].reshape(np.shape(params["cls"]))
+        params[POS_EMBED_KEY] = posemb[:, 1:]
+    return params
+
+
+_POOLING_PREFIXES = ("MAPHead_0/", "fc_norm/")
+_OPTION_HINTS = {
+    "registers": " (the checkpoint has register tokens: build with num_register_tokens=R)",
+    "LayerScale_": " (the checkpoint has LayerScale: build with layer_scale_init_value=...)",
+    "MAPHead_0/": " (the checkpoint has an attention-pooling head: build with classifier='map')",
+    "fc_norm/": " (the checkpoint normalises after pooling: build with fc_norm=True)",
+}
+
+
 def _extra_hint(key):
+    for part, hint in _OPTION_HINTS.items():
+        if part in key:
+            return hint
     if key == "cls":
         return " (the checkpoint has a class token: build with classifier='token')"
     if key.startswith("pre_logits/"):

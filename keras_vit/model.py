@@ -17,15 +17,17 @@ import inspect
 import keras
 
 from keras_vit import checkpoint
+from keras_vit.layers.attention_pooling import MultiheadAttentionPooling
 from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.patch_encoder import PatchEncoder, check_position_embedding
 from keras_vit.layers.patches import Patches, grid_size
 from keras_vit.layers.pooling import POOLINGS, TokenPooling
+from keras_vit.layers.register_tokens import RegisterTokens
 from keras_vit.layers.resnet import resnet_stem
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
 from keras_vit.layers.utils import to_pair
 
-CLASSIFIERS = ("token", "gap")
+CLASSIFIERS = ("token", "gap", "map")
 
 
 @keras.saving.register_keras_serializable(package="keras_vit")
@@ -121,6 +123,11 @@ def ViT(
     patch_embed_resample=None,
     last_block_class_token_only=True,
     remat=False,
+    num_register_tokens=0,
+    layer_scale_init_value=None,
+    no_embed_class=False,
+    class_token=None,
+    fc_norm=False,
     name="vit",
 ):
     """Builds a Vision Transformer.
@@ -135,8 +142,11 @@ def ViT(
         num_layers: L, the number of encoder blocks.
         num_heads: attention heads; must divide `hidden_size`.
         mlp_dim: hidden width of each block's MLP.
-        classifier: `"token"` (prepend a class token and classify its final row) or `"gap"`
-            (no class token; mean of all tokens after the final LayerNorm).
+        classifier: `"token"` (prepend a class token and classify its final row), `"gap"`
+            (no class token; mean of all tokens after the final LayerNorm) or `"map"` (not in
+            the paper: multi-head attention pooling, a learned query attending over the tokens
+            after the final LayerNorm, as SigLIP and big_vision's `pool_type="map"`; see
+            `keras_vit.layers.MultiheadAttentionPooling`).
         position_embedding: `"learned_1d"` (paper default), `"learned_2d"`, `"relative"` or
             `"none"`; see `PatchEncoder`.
         representation_size: if set, a `pre_logits` Dense + tanh of this width before the head
@@ -165,7 +175,11 @@ def ViT(
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: optional (H, W, C); overrides `image_size`, and allows C != 3.
         pooling: with `include_top=False`: None returns the normalised token sequence
-            (B, T, D); `"token"`, `"avg"` or `"max"` return (B, D).
+            (B, T, D); `"token"`, `"avg"` or `"max"` return (B, D); `"map"` (with
+            `classifier="map"`) the attention-pooled output, as HF `SiglipVisionModel`'s
+            `pooler_output`. `"avg"`/`"max"` leave out register tokens, and the class token of
+            a model whose classifier is not `"token"` (`class_token=True`); a
+            `classifier="token"` model's class token is pooled with the patches, as always.
         classes: number of classes of the head.
         classifier_activation: activation of the head (`"softmax"`, None for logits, ...).
         include_preprocessing: the model takes RGB in [0, 255] and scales it to [-1, 1]
@@ -176,9 +190,10 @@ def ViT(
             `representation_size` is given: the paper's fine-tuning setup). The zeroed heads
             of the ImageNet-21k files are never used as classifiers.
         pos_embed_resample: how a checkpoint's position embedding is resampled to another
-            resolution: `"official"` (scipy zoom, order 1, as vit_jax) or `"bicubic"`
-            (antialiased, as timm). Default (None): the weights' own (`"bicubic"` for timm
-            files, else `"official"`).
+            resolution: `"official"` (scipy zoom, order 1, as vit_jax), `"bicubic"`
+            (antialiased, as timm), `"bicubic_no_antialias"` (HF Dinov2, SigLIP, ViTMAE) or
+            `"dinov2"` (the original DINOv2 code's). Default (None): the weights' own
+            (`"bicubic"` for timm files, each HF family's, else `"official"`).
         patch_embed_resample: how a checkpoint of another patch size is loaded: None (refused),
             `"pi"` (FlexiViT's PI-resize of the patch embedding for bilinearly resized patches,
             as big_vision) or `"pi_bicubic"` (for antialiased bicubic resizing, as timm):
@@ -195,6 +210,22 @@ def ViT(
             training keeps only each block's input and recomputes the rest in the backward
             pass, for much less activation memory at about one more forward pass per step.
             Same weights, outputs and gradients; `.keras` files keep the choice.
+        num_register_tokens: R > 0 adds R learned register tokens after the class token,
+            without position embedding (Darcet et al. 2024, DINOv2 with registers;
+            `keras_vit.layers.RegisterTokens`). HF's and KerasHub's name (timm:
+            `reg_tokens`). Off (0) by default, as every option below: the paper's model.
+        layer_scale_init_value: a float adds a per-channel `LayerScale` on both residual
+            branches of every block, initialised to it (CaiT, DeiT-III: 1e-6, DINOv2: 1e-5);
+            the name of `keras.applications.ConvNeXt` and KerasHub (timm: `init_values`).
+        no_embed_class: the position embedding covers the patches only and the class token
+            gets none (DeiT-III, big_vision); timm's name.
+        class_token: whether to prepend a class token; None (default) means
+            `classifier == "token"`. True with `classifier="gap"` or `"map"` keeps one that the
+            pooling leaves out, as MAE's fine-tuning (its checkpoints have a class token).
+        fc_norm: move the final LayerNorm after the pooling (MAE and BEiT fine-tuning,
+            timm's `fc_norm`): the image representation is LN(pool(z_L)) instead of
+            pool(LN(z_L)), the norm named `fc_norm`. With `pooling=None` the tokens are then
+            the last block's, unnormalised.
         name: the model's name.
 
     Returns:
@@ -212,12 +243,22 @@ def ViT(
     check_position_embedding(position_embedding)
     if hidden_size % num_heads:
         raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}.")
-    if pooling is not None and pooling not in POOLINGS:
+    if pooling is not None and pooling not in POOLINGS + ("map",):
         raise ValueError(
-            f"Unknown pooling {pooling!r}; expected None or one of {', '.join(POOLINGS)}."
+            f"Unknown pooling {pooling!r}; expected None or one of {', '.join(POOLINGS)}, map."
         )
-    if pooling == "token" and classifier != "token":
-        raise ValueError("pooling='token' needs a class token, but classifier='gap' has none.")
+    class_token = classifier == "token" if class_token is None else bool(class_token)
+    if classifier == "token" and not class_token:
+        raise ValueError("classifier='token' reads the class token; class_token=False has none.")
+    if pooling == "token" and not class_token:
+        raise ValueError(f"pooling='token' needs a class token, but classifier={classifier!r} "
+                         "has none (pass class_token=True to keep one).")
+    if pooling == "map" and classifier != "map":
+        raise ValueError("pooling='map' reads the attention-pooling head of a classifier='map' "
+                         f"model (its weights belong to the backbone); got classifier={classifier!r}.")
+    if isinstance(num_register_tokens, bool) or not isinstance(num_register_tokens, int) \
+            or num_register_tokens < 0:
+        raise ValueError(f"num_register_tokens must be an int >= 0, got {num_register_tokens!r}.")
     if include_top and (not isinstance(classes, int) or classes < 1):
         raise ValueError(f"`classes` must be a positive int with include_top=True, got {classes!r}.")
 
@@ -259,11 +300,15 @@ def ViT(
         hidden_size,
         patch_size,
         grid_size=grid,
-        use_class_token=classifier == "token",
+        use_class_token=class_token,
         position_embedding=position_embedding,
         dropout_rate=dropout_rate,
+        no_embed_class=no_embed_class,
         name="embedding",
     )(x)
+    if num_register_tokens:
+        x = RegisterTokens(num_register_tokens, num_leading_tokens=int(class_token),
+                           name="registers")(x)
     # Eq. 4 reads z_L^0 only, so the last block need not compute the other rows.
     class_row_only = last_block_class_token_only and classifier == "token" and (
         include_top or pooling == "token")
@@ -279,13 +324,28 @@ def ViT(
             gelu_approximate=gelu_approximate,
             stochastic_depth_rate=stochastic_depth_rate * i / max(num_layers - 1, 1),
             relative_position=position_embedding == "relative",
+            layer_scale_init_value=layer_scale_init_value,
             name=f"encoderblock_{i}",
         )
         x = block(x, num_queries=1 if class_row_only and i == num_layers - 1 else None)
-    x = LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+    if not fc_norm:
+        x = LayerNorm(epsilon=LAYER_NORM_EPSILON, name="encoder_norm")(x)
+
+    # Tokens that average pooling and the MAP head leave out (see `pooling`).
+    prefix = int(class_token) + num_register_tokens
+    skipped = num_register_tokens if classifier == "token" else prefix
+
+    def pool(method):
+        if method == "map":
+            y = MultiheadAttentionPooling(num_heads, mlp_dim, gelu_approximate=gelu_approximate,
+                                          num_prefix_tokens=prefix, name="map_head")(x)
+        else:
+            y = TokenPooling(method, num_prefix_tokens=0 if method == "token" else skipped,
+                             name="pool")(x)
+        return LayerNorm(epsilon=LAYER_NORM_EPSILON, name="fc_norm")(y) if fc_norm else y
 
     if include_top:
-        x = TokenPooling("token" if classifier == "token" else "avg", name="pool")(x)
+        x = pool({"token": "token", "gap": "avg", "map": "map"}[classifier])
         if representation_size:
             x = keras.layers.Dense(representation_size, activation="tanh", name="pre_logits")(x)
         # Zero-initialised head (paper); float32 so logits stay exact under mixed precision.
@@ -298,7 +358,7 @@ def ViT(
             name="head",
         )(x)
     elif pooling is not None:
-        x = TokenPooling(pooling, name="pool")(x)
+        x = pool(pooling)
 
     model = VisionTransformer(inputs, x, name=name)
     if plan is not None:

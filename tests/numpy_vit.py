@@ -252,3 +252,82 @@ def relative_error(actual, expected):
     """max |a - e| / max |e|: one scale for the whole logit vector."""
     actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
     return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+# ----------------------------------------------------------------------------- DeiT-III
+
+
+def make_deit3_state(rng, image_size=32, patch=8, channels=3, hidden=32, layers=2, heads=4,
+                     mlp=64, classes=10):
+    """Random arrays named and shaped as the published DeiT-III checkpoints
+    (`dl.fbaipublicfiles.com/deit/deit_3_*.pth`, facebookresearch/deit `models_v2.py`:
+    `vit_models` with `Layer_scale_init_Block`): torch layouts (Linear (out, in), Conv2d
+    OIHW), a fused `qkv`, LayerScale `gamma_1`/`gamma_2`, and `pos_embed` over the patches
+    only (the class token is concatenated after it is added)."""
+    d, n = hidden, (image_size // patch) ** 2
+
+    def normal(*shape, scale):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    s = {"cls_token": normal(1, 1, d, scale=0.3), "pos_embed": normal(1, n, d, scale=0.3),
+         "patch_embed.proj.weight": normal(d, channels, patch, patch,
+                                           scale=1 / math.sqrt(patch * patch * channels)),
+         "patch_embed.proj.bias": normal(d, scale=0.1),
+         "norm.weight": 1 + normal(d, scale=0.1), "norm.bias": normal(d, scale=0.1),
+         "head.weight": normal(classes, d, scale=0.5), "head.bias": normal(classes, scale=0.1)}
+    for i in range(layers):
+        b = f"blocks.{i}."
+        for norm in ("norm1", "norm2"):
+            s[b + norm + ".weight"] = 1 + normal(d, scale=0.1)
+            s[b + norm + ".bias"] = normal(d, scale=0.1)
+        s[b + "attn.qkv.weight"] = normal(3 * d, d, scale=d ** -0.5)
+        s[b + "attn.qkv.bias"] = normal(3 * d, scale=0.1)
+        s[b + "attn.proj.weight"] = normal(d, d, scale=d ** -0.5)
+        s[b + "attn.proj.bias"] = normal(d, scale=0.1)
+        s[b + "mlp.fc1.weight"] = normal(mlp, d, scale=d ** -0.5)
+        s[b + "mlp.fc1.bias"] = normal(mlp, scale=0.1)
+        s[b + "mlp.fc2.weight"] = normal(d, mlp, scale=mlp ** -0.5)
+        s[b + "mlp.fc2.bias"] = normal(d, scale=0.1)
+        # Trained LayerScale values are far from their 1e-6 start; informative ones here.
+        s[b + "gamma_1"] = normal(d, scale=0.5)
+        s[b + "gamma_2"] = normal(d, scale=0.5)
+    return s
+
+
+def deit3_forward(state, images, heads=4):
+    """DeiT-III (Touvron et al., ECCV 2022) in float64 on NHWC `images` (already normalised),
+    from the published arrays: returns (logits, the final-norm tokens).
+
+        x_0 = [x_class; x_p E + E_pos]                 (position embedding on patches only)
+        x' = x + gamma_1 * MSA(LN(x)),  x'' = x' + gamma_2 * MLP(LN(x'))   (LayerScale, CaiT)
+        y = head(LN(x_L)[class token])
+    with exact GELU and LayerNorm epsilon 1e-6, as `models_v2.py`.
+    """
+    s = {k: np.asarray(v, np.float64) for k, v in state.items()}
+    x = np.asarray(images, np.float64)
+    kernel = s["patch_embed.proj.weight"].transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    p = kernel.shape[0]
+    b, h, w, c = x.shape
+    patches = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+    x = patches.reshape(b, -1, p * p * c) @ kernel.reshape(p * p * c, -1) + s["patch_embed.proj.bias"]
+    x = x + s["pos_embed"]
+    d = x.shape[-1]
+    x = np.concatenate([np.broadcast_to(s["cls_token"], (b, 1, d)), x], axis=1)
+    t = x.shape[1]
+    ln = lambda z, name: layer_norm(z, s[name + ".weight"], s[name + ".bias"], eps=1e-6)  # noqa: E731
+    i = 0
+    while f"blocks.{i}.norm1.weight" in s:
+        q = f"blocks.{i}."
+        qkv = (ln(x, q + "norm1") @ s[q + "attn.qkv.weight"].T + s[q + "attn.qkv.bias"])
+        query, key, value = qkv.reshape(b, t, 3, heads, d // heads).transpose(2, 0, 3, 1, 4)
+        logits = query @ key.transpose(0, 1, 3, 2) / np.sqrt(d // heads)
+        logits -= logits.max(-1, keepdims=True)
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        y = (probs @ value).transpose(0, 2, 1, 3).reshape(b, t, d)
+        x = x + s[q + "gamma_1"] * (y @ s[q + "attn.proj.weight"].T + s[q + "attn.proj.bias"])
+        y = gelu(ln(x, q + "norm2") @ s[q + "mlp.fc1.weight"].T + s[q + "mlp.fc1.bias"],
+                 approximate=False)
+        x = x + s[q + "gamma_2"] * (y @ s[q + "mlp.fc2.weight"].T + s[q + "mlp.fc2.bias"])
+        i += 1
+    tokens = ln(x, "norm")
+    return tokens[:, 0] @ s["head.weight"].T + s["head.bias"], tokens

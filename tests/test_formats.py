@@ -314,10 +314,18 @@ def test_timm_resampled_like_timm(source):
 
 def test_timm_unknown_parts_are_named(source, tmp_path):
     state = {k: torch.from_numpy(v) for k, v in source["timm_state"].items()}
-    state["blocks.0.ls1.gamma"] = torch.ones(ARCH["hidden_size"])
-    path = tmp_path / "layer_scale.safetensors"
+    state["blocks.0.attn.q_norm.weight"] = torch.ones(ARCH["hidden_size"] // ARCH["num_heads"])
+    path = tmp_path / "qk_norm.safetensors"
     safetensors_torch.save_file(state, str(path))
-    with pytest.raises(ValueError, match=r"blocks\.0\.ls1\.gamma"):
+    with pytest.raises(ValueError, match=r"blocks\.0\.attn\.q_norm\.weight"):
+        build(str(path))
+    # A part keras_vit has as an option (LayerScale): the model without it names the option.
+    del state["blocks.0.attn.q_norm.weight"]
+    for i in range(ARCH["num_layers"]):
+        for ls in ("ls1", "ls2"):
+            state[f"blocks.{i}.{ls}.gamma"] = torch.ones(ARCH["hidden_size"])
+    safetensors_torch.save_file(state, str(path))
+    with pytest.raises(ValueError, match=r"LayerScale_1/scale.*build with layer_scale_init_value"):
         build(str(path))
 
 

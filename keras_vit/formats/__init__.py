@@ -5,8 +5,12 @@
 - official ViT / AugReg `.npz` files and big_vision `.npz` files (`params/` prefix, Linen
   names, scanned `encoderblock` stacks);
 - HF `transformers` ViT: a `save_pretrained` directory (`config.json` with `model.safetensors`,
-  a sharded `model.safetensors.index.json` or `pytorch_model.bin`), or one such file;
-- timm ViT: a `.safetensors` / `.bin` / `.pth` state dict (fused `qkv`), or a timm hub directory;
+  a sharded `model.safetensors.index.json` or `pytorch_model.bin`), or one such file; also
+  `Dinov2Model`, `Dinov2WithRegistersModel`, `SiglipVisionModel` (or a whole `SiglipModel`)
+  and `ViTMAEModel` checkpoints (`keras_vit.formats.hf_families`);
+- timm ViT: a `.safetensors` / `.bin` / `.pth` state dict (fused `qkv`), or a timm hub directory,
+  including timm's DINOv2, SigLIP, MAE and DeiT-III files and the original DINOv2, MAE and
+  DeiT-III `.pth` files, which use timm's names (`keras_vit.formats.timm`);
 - Keras `.weights.h5` files (loaded by Keras itself; no conversion).
 
 The result records what the source implies for the model: HF and timm checkpoints were trained
@@ -33,7 +37,8 @@ class Checkpoint:
         params: {official key: np.ndarray}; None for `keras` files.
         gelu_approximate: the GELU the weights were trained with (True: tanh approximation,
             False: exact erf); None when unknown (`keras` files).
-        pos_embed_resample: the resampling the source's own code uses ("official" or "bicubic").
+        pos_embed_resample: the resampling the source's own code uses (one of
+            `keras_vit.checkpoint.POS_EMBED_RESAMPLE`).
         layer_norm_epsilon: the source's LayerNorm epsilon, where it says (HF configs).
         config: the HF `config.json`, when there is one.
     """
@@ -144,10 +149,10 @@ def _dir_state_keys(path):
 
 
 def _state_format(keys, path):
-    from keras_vit.formats import hf, timm  # noqa: PLC0415
+    from keras_vit.formats import hf, hf_families, timm  # noqa: PLC0415
 
     keys = list(keys)
-    if hf.is_hf_state(keys):
+    if hf.is_hf_state(keys) or hf_families.is_family_state(keys):
         return "hf"
     if timm.is_timm_state(keys):
         return "timm"
@@ -161,13 +166,13 @@ def _state_format(keys, path):
 def _read_directory(path, num_heads):
     import json  # noqa: PLC0415
 
-    from keras_vit.formats import hf  # noqa: PLC0415
+    from keras_vit.formats import hf, hf_families  # noqa: PLC0415
 
     state = hf.load_state(path)
     fmt = _state_format(state.keys(), path)
     config = None
     if fmt == "hf":
-        config = hf.read_config(path)
+        config = hf.read_config(path, ("vit",) + tuple(hf_families.MODEL_TYPES))
     elif os.path.exists(os.path.join(path, "config.json")):
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
@@ -188,6 +193,18 @@ def _convert_state(state, fmt, path, num_heads, config):
             )
         if num_heads is None:
             raise ValueError(f"{path}: pass num_heads to split the q/k/v matrices (no config.json).")
+        from keras_vit.formats import hf_families  # noqa: PLC0415
+
+        model_type = (config or {}).get("model_type") or hf_families.model_type_of(state.keys())
+        if model_type in hf_families.MODEL_TYPES:
+            if hf_families.has_vit_names(model_type):
+                params = hf.convert(hf_families.encoder_state(state), num_heads, source=path)
+            else:
+                params = hf_families.convert(state, model_type, num_heads, source=path)
+            act, resample, eps = hf_families.facts(model_type, config)
+            return Checkpoint(path, "hf", params,
+                              gelu_approximate=hf.gelu_approximate_from_config({"hidden_act": act}),
+                              pos_embed_resample=resample, layer_norm_epsilon=eps, config=config)
         params = hf.convert(state, num_heads, source=path)
         return Checkpoint(path, "hf", params,
                           gelu_approximate=hf.gelu_approximate_from_config(config),
@@ -197,5 +214,6 @@ def _convert_state(state, fmt, path, num_heads, config):
     if num_heads is None:
         raise ValueError(f"{path}: pass num_heads to split the fused qkv matrices.")
     params = timm.convert(state, num_heads, source=path)
-    return Checkpoint(path, "timm", params, gelu_approximate=False,
-                      pos_embed_resample="bicubic", layer_norm_epsilon=1e-6, config=config)
+    return Checkpoint(path, "timm", params, gelu_approximate=timm.gelu_approximate(state),
+                      pos_embed_resample=timm.pos_embed_resample(state), layer_norm_epsilon=1e-6,
+                      config=config)

@@ -46,18 +46,21 @@ def is_hf_state(keys):
     return any(k.removeprefix("vit.").startswith("embeddings.patch_embeddings.") for k in keys)
 
 
-def read_config(directory):
+def read_config(directory, model_types=("vit",)):
+    """A HF directory's config.json (None without one); `model_types` are those accepted."""
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
         config = json.load(f)
     model_type = config.get("model_type", "vit")
-    if model_type != "vit":
+    if model_type not in model_types:
         raise ValueError(
-            f"{path}: model_type {model_type!r} is not a plain HF ViT ('vit'); "
-            "keras_vit converts ViTModel / ViTForImageClassification checkpoints only."
+            f"{path}: model_type {model_type!r} is not a HF model keras_vit converts; expected "
+            f"one of {', '.join(model_types)}."
         )
+    if model_type == "siglip":  # a whole SigLIP: the vision tower's settings
+        config = {**config.get("vision_config", {}), "model_type": "siglip"}
     return config
 
 

@@ -11,9 +11,10 @@ import keras
 from keras import ops
 
 from keras_vit.layers.dense import affine
+from keras_vit.layers.sincos import sincos_2d_position_embedding
 from keras_vit.layers.utils import dropout, to_pair
 
-POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none")
+POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none", "sincos_2d")
 
 
 def check_position_embedding(position_embedding):
@@ -40,8 +41,13 @@ class PatchEncoder(keras.layers.Layer):
             normal(0.02) init), `"learned_2d"` (two learned tables of D/2, one indexed by patch
             row and one by column, concatenated per patch; the class token gets none, being
             learned itself), `"relative"` (no absolute embedding here: the position enters
-            through relative attention in each `TransformerBlock`) or `"none"` (a bag of patches).
+            through relative attention in each `TransformerBlock`), `"none"` (a bag of patches)
+            or `"sincos_2d"` (not in the paper: MAE's fixed 2-D sine-cosine table, see
+            `keras_vit.layers.sincos`, held as a non-trainable `pos_embedding`).
         dropout_rate: dropout right after adding the position embedding, as in the paper.
+        no_embed_class: the 1-D position embedding covers the patches only and is added before
+            the class token is prepended (DeiT-III, big_vision; timm's name). Off (the paper),
+            the class token has a position row of its own.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -60,6 +66,7 @@ class PatchEncoder(keras.layers.Layer):
         use_class_token=True,
         position_embedding="learned_1d",
         dropout_rate=0.0,
+        no_embed_class=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -75,6 +82,7 @@ class PatchEncoder(keras.layers.Layer):
         self.use_class_token = use_class_token
         self.position_embedding = position_embedding
         self.dropout_rate = dropout_rate
+        self.no_embed_class = no_embed_class
 
     def build(self, input_shape):
         num_patches, patch_dim = input_shape[1], input_shape[2]
@@ -105,11 +113,16 @@ class PatchEncoder(keras.layers.Layer):
         if self.use_class_token:
             self.cls = self.add_weight(name="cls", shape=(1, 1, d), initializer="zeros")
         pos_init = keras.initializers.RandomNormal(stddev=0.02)
-        if self.position_embedding == "learned_1d":
+        class_row = int(self.use_class_token and not self.no_embed_class)
+        if self.position_embedding == "sincos_2d":
+            table = sincos_2d_position_embedding(*self.grid_size, d, class_token=class_row)
+            pos_init = lambda shape, dtype=None: ops.convert_to_tensor(table, dtype)  # noqa: E731
+        if self.position_embedding in ("learned_1d", "sincos_2d"):
             self.pos_embedding = self.add_weight(
                 name="pos_embedding",
-                shape=(1, num_patches + int(self.use_class_token), d),
+                shape=(1, num_patches + class_row, d),
                 initializer=pos_init,
+                trainable=self.position_embedding == "learned_1d",
             )
         elif self.position_embedding == "learned_2d":
             self.pos_embedding_row = self.add_weight(
@@ -136,15 +149,23 @@ class PatchEncoder(keras.layers.Layer):
         Kept apart from `project` so that self-supervision can corrupt patch embeddings in
         between, as BERT corrupts token embeddings before adding positions.
         """
+        if self.no_embed_class and self.position_embedding in ("learned_1d", "sincos_2d"):
+            # DeiT-III: positions for the patches only, then the class token.
+            x = x + ops.cast(self.pos_embedding, x.dtype)
+            return dropout(self.dropout, self._prepend_class_token(x), training)
         if self.use_class_token:
-            d = self.hidden_size
-            cls = ops.broadcast_to(ops.cast(self.cls, x.dtype), (ops.shape(x)[0], 1, d))
-            x = ops.concatenate([cls, x], axis=1)
-        if self.position_embedding == "learned_1d":
+            x = self._prepend_class_token(x)
+        if self.position_embedding in ("learned_1d", "sincos_2d"):
             x = x + ops.cast(self.pos_embedding, x.dtype)
         elif self.position_embedding == "learned_2d":
             x = x + ops.cast(self._pos_embedding_2d(), x.dtype)
         return dropout(self.dropout, x, training)
+
+    def _prepend_class_token(self, x):
+        if not self.use_class_token:
+            return x
+        cls = ops.broadcast_to(ops.cast(self.cls, x.dtype), (ops.shape(x)[0], 1, self.hidden_size))
+        return ops.concatenate([cls, x], axis=1)
 
     def _pos_embedding_2d(self):
         rows, cols = self.grid_size
@@ -170,6 +191,7 @@ class PatchEncoder(keras.layers.Layer):
                 "use_class_token": self.use_class_token,
                 "position_embedding": self.position_embedding,
                 "dropout_rate": self.dropout_rate,
+                "no_embed_class": self.no_embed_class,
             }
         )
         return config

@@ -14,6 +14,7 @@ from keras_vit.layers.activations import gelu
 from keras_vit.layers.attention import MultiHeadDotProductAttention, token_output_spec
 from keras_vit.layers.dense import Dense, affine, fold_scale_and_offset
 from keras_vit.layers.layer_norm import LayerNorm
+from keras_vit.layers.layer_scale import LayerScale
 from keras_vit.layers.utils import dropout, dtype_config
 
 # The official LayerNorm epsilon (Keras defaults to 1e-3, PyTorch to 1e-5).
@@ -117,6 +118,10 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon: 1e-6, the official value.
         relative_position: use the paper's relative-position attention (see
             `MultiHeadDotProductAttention`).
+        layer_scale_init_value: None (the paper's block) or a float: each residual branch is
+            scaled per channel by a `LayerScale` (`LayerScale_1` after the attention,
+            `LayerScale_3` after the MLP) initialised to this value, as in CaiT, DeiT-III
+            and DINOv2. The name is `keras.applications.ConvNeXt`'s.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Call arguments:
@@ -148,6 +153,7 @@ class TransformerBlock(keras.layers.Layer):
         stochastic_depth_rate=0.0,
         layer_norm_epsilon=LAYER_NORM_EPSILON,
         relative_position=False,
+        layer_scale_init_value=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -159,6 +165,7 @@ class TransformerBlock(keras.layers.Layer):
         self.stochastic_depth_rate = stochastic_depth_rate
         self.layer_norm_epsilon = layer_norm_epsilon
         self.relative_position = relative_position
+        self.layer_scale_init_value = layer_scale_init_value
         self.seed_generator = keras.random.SeedGenerator() if stochastic_depth_rate else None
 
     def build(self, input_shape):
@@ -184,6 +191,12 @@ class TransformerBlock(keras.layers.Layer):
         )
         for layer in (self.layer_norm_0, self.attention, self.layer_norm_2, self.mlp):
             layer.build(input_shape)
+        if self.layer_scale_init_value is not None:
+            self.layer_scale_1, self.layer_scale_3 = (
+                LayerScale(self.layer_scale_init_value, dtype=policy, name=name)
+                for name in ("LayerScale_1", "LayerScale_3"))
+            self.layer_scale_1.build(input_shape)
+            self.layer_scale_3.build(input_shape)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.built = True
 
@@ -216,9 +229,13 @@ class TransformerBlock(keras.layers.Layer):
         if num_queries is not None:
             x = x[:, :num_queries]
         y = dropout(self.dropout, y, training)
+        if self.layer_scale_init_value is not None:
+            y = self.layer_scale_1(y)
         x = x + self._drop_path(y, training)  # Eq. 2
         y, scale_and_offset = self._layer_norm(self.layer_norm_2, x, training)
         y = self.mlp(y, training=training, input_scale_and_offset=scale_and_offset)
+        if self.layer_scale_init_value is not None:
+            y = self.layer_scale_3(y)
         x = x + self._drop_path(y, training)  # Eq. 3
         if return_attention_scores:
             return x, probs
@@ -243,6 +260,7 @@ class TransformerBlock(keras.layers.Layer):
                 "stochastic_depth_rate": self.stochastic_depth_rate,
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "relative_position": self.relative_position,
+                "layer_scale_init_value": self.layer_scale_init_value,
                 "dtype": dtype_config(self),
             }
         )

@@ -117,7 +117,9 @@ def native_image_size(ckpt, arch, classifier="token"):
     tokens = ckpt.num_tokens
     if tokens is None:
         return None
-    side = math.isqrt(tokens - (classifier == "token"))
+    # Whether a class row leads, from the table itself (square grids): DeiT-III's has none.
+    prefix = _checkpoint.prefix_rows_of(ckpt.params[_checkpoint.POS_EMBED_KEY])
+    side = math.isqrt(tokens - (int(classifier == "token") if prefix is None else prefix))
     patch = arch["patch_size"]
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
     kernel = (ckpt.params or {}).get("embedding/kernel")
@@ -349,7 +351,8 @@ def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=N
         model: a model built by `keras_vit.ViT` or a variant constructor.
         weights: a path (official / big_vision `.npz`, HF directory or file, timm file, Keras
             `.weights.h5`) or a registry name for the model's variant (`"imagenet"`, ...).
-        pos_embed_resample: "official" or "bicubic"; None takes the source's own algorithm.
+        pos_embed_resample: one of `keras_vit.checkpoint.POS_EMBED_RESAMPLE` ("official",
+            "bicubic", ...); None takes the source's own algorithm.
         head: None / "checkpoint" (load the classifier; its width must match the model's) or
             "new" (leave the model's head as it is).
         cache_dir: download cache root for registry names.

@@ -1,0 +1,320 @@
+"""The later ViTs' options on `ViT(...)` and their layers: off, the paper's model is unchanged
+(bit for bit); on, each does what its paper says, checked against NumPy written from the
+papers (DeiT-III: LayerScale and a patch-only position embedding, against the float64
+reference reading the published DeiT-III arrays), and saves to `.keras` on every backend.
+HF-transformers parity of the families these options build is in test_families_parity.py."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_vit
+from conftest import once
+from keras_vit.layers import LayerScale, MultiheadAttentionPooling, RegisterTokens, TokenPooling
+from keras_vit.layers.patch_encoder import PatchEncoder
+from keras_vit.layers.sincos import sincos_2d_position_embedding
+from numpy_vit import deit3_forward, gelu, layer_norm, make_deit3_state, relative_error
+
+SMALL = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
+OFF = dict(num_register_tokens=0, layer_scale_init_value=None, no_embed_class=False,
+           class_token=None, fc_norm=False)
+TOLERANCE = 1e-5
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _randomise(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        base = 1.0 if w.path.endswith(("gamma", "scale")) else 0.0
+        w.assign((base + 0.3 * rng.standard_normal(w.shape)).astype("float32"))
+    return model
+
+
+# --------------------------------------------------------------------------- options off
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(classifier="gap"),
+                                    dict(include_top=False, pooling="avg"),
+                                    dict(include_top=False)], ids=["token", "gap", "avg", "tokens"])
+def test_options_off_are_the_paper_model_bit_for_bit(kwargs, rng):
+    """Every option at its default builds the same layers and weights and gives identical
+    outputs (the paper's model itself is checked against NumPy in test_reference.py)."""
+    paper = _randomise(keras_vit.ViT(**SMALL, classes=10, **kwargs))
+    off = keras_vit.ViT(**SMALL, classes=10, **OFF, **kwargs)
+    assert [type(l).__name__ for l in off.layers] == [type(l).__name__ for l in paper.layers]
+    assert [w.path for w in off.weights] == [w.path for w in paper.weights]
+    assert not any(isinstance(l, (RegisterTokens, LayerScale, MultiheadAttentionPooling))
+                   for l in off._flatten_layers())
+    off.set_weights(paper.get_weights())
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(numpy(off(x)), numpy(paper(x)))
+
+
+def test_neutral_options_equal_the_paper_model_bit_for_bit(rng):
+    """LayerScale of ones and a patch-only position embedding whose class row was zero are
+    the paper's function exactly (x * 1 = x, x + 0 = x)."""
+    paper = _randomise(keras_vit.ViT(**SMALL, classes=10, classifier_activation=None))
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = numpy(paper(x))
+    scaled = keras_vit.ViT(**SMALL, classes=10, classifier_activation=None,
+                           layer_scale_init_value=1.0)
+    values = {w.path: v for w, v in zip(paper.weights, paper.get_weights())}
+    for w in scaled.weights:
+        if w.path in values:
+            w.assign(values[w.path])
+    np.testing.assert_array_equal(numpy(scaled(x)), expected)
+    pos = paper.get_layer("embedding").pos_embedding
+    pos.assign(np.concatenate([np.zeros((1, 1, 32), "float32"), numpy(pos)[:, 1:]], axis=1))
+    expected = numpy(paper(x))
+    patch_only = keras_vit.ViT(**SMALL, classes=10, classifier_activation=None,
+                               no_embed_class=True)
+    for w in patch_only.weights:
+        value = numpy(pos)[:, 1:] if w.path.endswith("pos_embedding") else values[w.path]
+        w.assign(value)
+    np.testing.assert_array_equal(numpy(patch_only(x)), expected)
+
+
+# --------------------------------------------------------------------------- DeiT-III
+
+
+@pytest.fixture(scope="module")
+def deit3(tmp_path_factory):
+    """Random weights written as the published DeiT-III `.pth` ({"model": state dict}) and as
+    timm's `deit3_*` safetensors (`ls1.gamma` / `ls2.gamma` names)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(3)
+    state = make_deit3_state(rng)
+    root = tmp_path_factory.mktemp("deit3")
+    timm_state = {k.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma"): v
+                  for k, v in state.items()}
+    save_file(timm_state, str(root / "deit3_tiny.safetensors"))
+    paths = {"timm": str(root / "deit3_tiny.safetensors")}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}},
+                   root / "deit_3_tiny_224_1k.pth")
+        paths["original"] = str(root / "deit_3_tiny_224_1k.pth")
+    # DeiT-III normalises with ImageNet mean and std: inputs of that range.
+    images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
+    logits, tokens = deit3_forward(state, images)
+    return dict(paths=paths, images=images, logits=logits, tokens=tokens)
+
+
+def _deit3(weights, **kwargs):
+    kwargs = {**dict(layer_scale_init_value=1e-6, no_embed_class=True), **kwargs}
+    return keras_vit.ViT(**SMALL, classes=10, classifier_activation=None,
+                         include_preprocessing=False, weights=weights, **kwargs)
+
+
+@pytest.mark.parametrize("layout", ["original", "timm"])
+def test_deit3_matches_the_numpy_reference(deit3, layout):
+    if layout not in deit3["paths"]:
+        pytest.skip("writing the original .pth needs PyTorch")
+    model = _deit3(deit3["paths"][layout])
+    blocks = [l for l in model.layers if isinstance(l, keras_vit.TransformerBlock)]
+    assert all(b.gelu_approximate is False for b in blocks)  # timm-layout files: exact GELU
+    logits = numpy(model(deit3["images"]))
+    error = relative_error(logits, deit3["logits"])
+    print(f"\n[deit3] {keras.backend.backend()} {layout}: logits relative error {error:.1e}")
+    assert error < TOLERANCE
+    tokens = numpy(keras.Model(model.inputs, model.get_layer("encoder_norm").output)(
+        deit3["images"]))
+    # The classifier's last block computed the class row only; the reference's row 0 is it.
+    assert relative_error(tokens[:, 0], deit3["tokens"][:, 0]) < TOLERANCE
+    features = _deit3(deit3["paths"][layout], include_top=False)
+    assert relative_error(numpy(features(deit3["images"])), deit3["tokens"]) < TOLERANCE
+
+
+def test_deit3_file_into_a_model_with_a_class_position_row(deit3):
+    """The patch-only table loads into the paper's layout as a zero class row: the same
+    function (and back: a class row folds into the class token)."""
+    model = _deit3(deit3["paths"]["timm"], no_embed_class=False, include_top=False)
+    assert model.get_layer("embedding").pos_embedding.shape == (1, 17, 32)
+    assert relative_error(numpy(model(deit3["images"])), deit3["tokens"]) < TOLERANCE
+    back = _deit3(None, include_top=False, gelu_approximate=False)
+    keras_vit.load_weights(back, _official_arrays_path(model, deit3))
+    assert relative_error(numpy(back(deit3["images"])), deit3["tokens"]) < TOLERANCE
+
+
+def _official_arrays_path(model, deit3):
+    import os
+    import tempfile
+
+    path = os.path.join(tempfile.mkdtemp(), "with_class_row.npz")
+    keras_vit.checkpoint.save_npz(model, path)
+    return path
+
+
+# --------------------------------------------------------------------------- each piece
+
+
+def test_layer_scale_scales_each_residual_branch(rng):
+    block = keras_vit.TransformerBlock(2, 16, layer_scale_init_value=1e-5,
+                                       gelu_approximate=False)
+    x = rng.standard_normal((2, 5, 8)).astype("float32")
+    block(x)
+    assert [numpy(s).tolist() for s in (block.layer_scale_1.scale, block.layer_scale_3.scale)] \
+        == [[np.float32(1e-5).item()] * 8] * 2
+    gammas = [rng.standard_normal(8).astype("float32") for _ in range(2)]
+    block.layer_scale_1.scale.assign(gammas[0])
+    block.layer_scale_3.scale.assign(gammas[1])
+    plain = keras_vit.TransformerBlock(2, 16, gelu_approximate=False)
+    plain(x)
+    for w in plain.weights:
+        w.assign(next(v for v in block.weights if v.path.split("/", 1)[1] == w.path.split("/", 1)[1]))
+    # The branches of the plain block, read off by zeroing the other one.
+    attn = numpy(plain.attention(plain.layer_norm_0(x)))
+    x1 = x.astype("float64") + gammas[0] * attn
+    mlp = numpy(plain.mlp(plain.layer_norm_2(x1.astype("float32"))))
+    np.testing.assert_allclose(numpy(block(x)), x1 + gammas[1] * mlp, atol=2e-5)
+
+
+def test_register_tokens_sit_between_the_class_token_and_the_patches(rng):
+    model = keras_vit.ViT(**SMALL, include_top=False, num_register_tokens=3)
+    embed = keras.Model(model.inputs, model.get_layer("registers").output)
+    registers = rng.standard_normal((1, 3, 32)).astype("float32")
+    model.get_layer("registers").registers.assign(registers)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    tokens = numpy(embed(x))
+    before = numpy(keras.Model(model.inputs, model.get_layer("embedding").output)(x))
+    assert tokens.shape == (2, 1 + 3 + 16, 32) and model.output_shape == (None, 20, 32)
+    np.testing.assert_array_equal(tokens[:, 0], before[:, 0])
+    np.testing.assert_array_equal(tokens[:, 1:4], np.broadcast_to(registers, (2, 3, 32)))
+    np.testing.assert_array_equal(tokens[:, 4:], before[:, 1:])
+    # Registers carry no position embedding: the class and patch rows had theirs already.
+    assert model.get_layer("embedding").pos_embedding.shape == (1, 17, 32)
+
+
+def test_attention_pooling_matches_numpy(rng):
+    """big_vision's MAPHead: probe -> MHA over the tokens -> + MLP(LN(.)), in float64."""
+    pool = MultiheadAttentionPooling(num_heads=2, mlp_dim=12, gelu_approximate=True,
+                                     num_prefix_tokens=1)
+    x = rng.standard_normal((3, 6, 8)).astype("float32")
+    pool(x)
+    for w in pool.weights:
+        w.assign((rng.standard_normal(w.shape) * 0.5 + (1.0 if "gamma" in w.path else 0))
+                 .astype("float32"))
+    v = {k: numpy(w).astype("float64") for k, w in pool.official_variables().items()}
+    mha = "MultiHeadDotProductAttention_0/"
+    tokens = x[:, 1:].astype("float64")  # the prefix token is left out
+    q = np.einsum("d,dhk->hk", v["probe"][0, 0], v[mha + "query/kernel"]) + v[mha + "query/bias"]
+    k = np.einsum("btd,dhk->bthk", tokens, v[mha + "key/kernel"]) + v[mha + "key/bias"]
+    val = np.einsum("btd,dhk->bthk", tokens, v[mha + "value/kernel"]) + v[mha + "value/bias"]
+    logits = np.einsum("hk,bthk->bht", q, k) / math.sqrt(4)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    attended = np.einsum("bht,bthk->bhk", probs, val)
+    a = np.einsum("bhk,hkd->bd", attended, v[mha + "out/kernel"]) + v[mha + "out/bias"]
+    y = layer_norm(a, v["LayerNorm_0/scale"], v["LayerNorm_0/bias"])
+    y = gelu(y @ v["MlpBlock_0/Dense_0/kernel"] + v["MlpBlock_0/Dense_0/bias"], approximate=True)
+    expected = a + y @ v["MlpBlock_0/Dense_1/kernel"] + v["MlpBlock_0/Dense_1/bias"]
+    np.testing.assert_allclose(numpy(pool(x)), expected, atol=2e-5, rtol=0)
+
+
+@once
+def test_sincos_table_is_maes():
+    """Against MAE's own `util/pos_embed.py` (get_2d_sincos_pos_embed, written out here)."""
+    def one_d(width, pos):
+        omega = 1.0 / 10000 ** (np.arange(width // 2, dtype=np.float64) / (width / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    size, width = 5, 16
+    grid = np.stack(np.meshgrid(np.arange(size, dtype=np.float32),
+                                np.arange(size, dtype=np.float32)), axis=0)  # w goes first
+    table = np.concatenate([one_d(width // 2, grid[0]), one_d(width // 2, grid[1])], axis=1)
+    table = np.concatenate([np.zeros([1, width]), table], axis=0)
+    np.testing.assert_allclose(sincos_2d_position_embedding(size, size, width, True)[0], table,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d_position_embedding(2, 2, 6)
+
+
+def test_sincos_position_embedding_is_fixed():
+    model = keras_vit.ViT(**SMALL, include_top=False, position_embedding="sincos_2d")
+    pos = model.get_layer("embedding").pos_embedding
+    assert not pos.trainable and all(w is not pos for w in model.trainable_weights)
+    np.testing.assert_allclose(numpy(pos), sincos_2d_position_embedding(4, 4, 32, True),
+                               atol=1e-7)
+
+
+def test_pooling_leaves_out_registers_and_a_kept_class_token(rng):
+    x = rng.standard_normal((2, 7, 4)).astype("float32")
+    np.testing.assert_allclose(numpy(TokenPooling("avg", num_prefix_tokens=3)(x)),
+                               x[:, 3:].mean(1), atol=1e-6)
+    np.testing.assert_array_equal(numpy(TokenPooling("max", num_prefix_tokens=3)(x)),
+                                  x[:, 3:].max(1))
+    # MAE's fine-tuning: class token kept, GAP over the patches, then fc_norm (no final norm).
+    model = keras_vit.ViT(**SMALL, classifier="gap", class_token=True, fc_norm=True,
+                          num_register_tokens=2, classes=3)
+    names = [layer.name for layer in model.layers]
+    assert "encoder_norm" not in names and names.index("fc_norm") == names.index("pool") + 1
+    assert model.get_layer("pool").num_prefix_tokens == 3
+    assert model.get_layer("embedding").use_class_token
+    # The paper's classifier='token' model pools its class token with the patches, as before.
+    paper = keras_vit.ViT(**SMALL, include_top=False, pooling="avg", num_register_tokens=2)
+    assert paper.get_layer("pool").num_prefix_tokens == 2
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(classifier="token", class_token=False), "reads the class token"),
+    (dict(include_top=False, pooling="map"), "pooling='map' reads"),
+    (dict(include_top=False, classifier="gap", pooling="token"), "needs a class token"),
+    (dict(num_register_tokens=-1), "num_register_tokens must be an int >= 0"),
+    (dict(classifier="cls"), "expected one of token, gap, map"),
+    (dict(position_embedding="sincos_2d", hidden_size=30, num_heads=3), "divisible by 4"),
+])
+def test_bad_options_name_the_problem(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        keras_vit.ViT(**{**SMALL, **kwargs})
+
+
+# --------------------------------------------------------------------------- saving
+
+
+LAYERS = {
+    "LayerScale": (lambda: LayerScale(0.1), (2, 5, 8)),
+    "RegisterTokens": (lambda: RegisterTokens(2, num_leading_tokens=1), (2, 5, 8)),
+    "MultiheadAttentionPooling": (lambda: MultiheadAttentionPooling(2, 12, num_prefix_tokens=1),
+                                  (2, 5, 8)),
+    "PatchEncoder": (lambda: PatchEncoder(8, 2, grid_size=(2, 2), position_embedding="sincos_2d",
+                                          no_embed_class=True), (2, 4, 12)),
+    "TokenPooling": (lambda: TokenPooling("avg", num_prefix_tokens=2), (2, 5, 8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_config_and_keras_file_round_trip(name, tmp_path, rng):
+    make, shape = LAYERS[name]
+    layer = make()
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    inputs = keras.Input(shape[1:])
+    model = keras.Model(inputs, make()(inputs))
+    x = rng.standard_normal(shape).astype("float32")
+    model.save(tmp_path / f"{name}.keras")
+    loaded = keras.saving.load_model(tmp_path / f"{name}.keras")  # safe mode, no Lambda
+    assert type(loaded.layers[1]).__name__ == name
+    np.testing.assert_allclose(numpy(loaded(x)), numpy(model(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_model_with_every_option_saves_and_loads(tmp_path, rng):
+    model = _randomise(keras_vit.ViT(
+        **SMALL, classes=5, classifier="map", class_token=True, num_register_tokens=2,
+        layer_scale_init_value=1e-5, no_embed_class=True, fc_norm=True,
+        position_embedding="sincos_2d"), seed=4)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    model.save(tmp_path / "options.keras")
+    loaded = keras.saving.load_model(tmp_path / "options.keras")
+    np.testing.assert_array_equal(numpy(loaded(x)), numpy(model(x)))
+    pos = loaded.get_layer("embedding").pos_embedding
+    assert not pos.trainable and pos.shape == (1, 16, 32)
