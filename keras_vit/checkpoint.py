@@ -240,7 +240,7 @@ def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="of
         patch_embed_resample: how to fit a checkpoint's `embedding/kernel` of another patch
             size: None (refuse, naming the option), `"pi"` or `"pi_bicubic"` (FlexiViT's
             PI-resize for bilinear or antialiased-bicubic patch resizing; see
-            `keras_vit.weights.patch_resize`).
+            `keras_vit.patch_resize`).
 
     Raises:
         ValueError: naming every missing, unexpected or mis-shaped key; the model is unchanged.
@@ -291,7 +291,7 @@ def _fit(key, value, variable, encoder, pos_embed_resample, patch_embed_resample
     if value.shape == want:
         return value
     if key == "embedding/kernel" and value.ndim == 4 and value.shape[2:] == want[2:]:
-        from keras_vit.weights.patch_resize import (  # noqa: PLC0415 (optional path)
+        from keras_vit.patch_resize import (  # noqa: PLC0415 (optional path)
             PATCH_EMBED_RESAMPLE, pi_resize_patch_embedding)
 
         if patch_embed_resample is None:

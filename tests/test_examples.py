@@ -58,15 +58,16 @@ def _colour_folder(root, per_class=16):
 
 @once
 def test_finetune_folder_from_an_official_checkpoint(tmp_path):
-    _colour_folder(tmp_path / "photos")
+    """The printed test accuracy is bounded (>= 0.75, chance 1/3), and the saved model's patch
+    embedding is the checkpoint's, fine-tuned (not a fresh initialisation): `_check_fine_tuned`."""
+    _colour_folder(tmp_path / "photos", per_class=20)  # 42 train, 6 validation, 12 test
     params = make_official_params(np.random.default_rng(0), image_size=384, patch=16,
                                   hidden=192, layers=12, heads=3, mlp=768, classes=1000)
     np.savez(tmp_path / "ViT-Ti_16.npz", **params)
     out = run_example("finetune_folder.py", "photos", "--weights", "ViT-Ti_16.npz",
                       "--model", "ViTTi16", "--image-size", "32", "--epochs", "3",
                       "--batch-size", "8", "--output", "ft.keras", cwd=tmp_path)
-    assert re.search(r"test accuracy [0-9.]+ on \d+ images", out), out[-2000:]
-    assert (tmp_path / "ft.keras").is_file()
+    _check_fine_tuned(out, tmp_path, tmp_path / "ViT-Ti_16.npz", steps=3 * (42 // 8))
 
 
 # ----------------------------------------------------------------- distributed fine-tuning

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import keras_vit
+from conftest import require
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = require("torch")
+transformers = require("transformers")
 
 TOLERANCE = 1e-4
 ARCH = dict(patch_size=8, hidden_size=32, num_layers=3, num_heads=4, mlp_dim=64)

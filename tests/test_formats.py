@@ -22,9 +22,11 @@ import keras
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+from conftest import require
+
+torch = require("torch")
+transformers = require("transformers")
+safetensors_torch = require("safetensors.torch")
 
 import keras_vit  # noqa: E402
 from keras_vit.formats import detect_format, read_checkpoint  # noqa: E402

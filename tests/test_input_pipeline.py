@@ -5,6 +5,7 @@ Each fast path is checked against the slow path it replaces (same pixels, same w
 """
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -73,6 +74,29 @@ def test_decode_resize_scales_large_jpegs_in_the_decoder():
     assert np.abs(fast - reference).mean() < 4.0
 
 
+@pytest.mark.parametrize("height, width, ratio", [
+    (400, 600, 8),   # 50 x 75 still covers 48 x 48
+    (380, 600, 4),   # 380 < 8 x 48: the rule takes 1/4 (95 x 150), not 1/8
+    (120, 130, 2),   # 1/2: 60 x 65; 1/4 would be too small
+    (90, 130, 1),    # under twice the size: decoded whole
+])
+@once  # tf.data only: the same on every backend
+def test_decode_resize_decodes_at_the_largest_dct_scale_that_covers(height, width, ratio):
+    """The scaled decode is libjpeg's own `decode_jpeg(ratio=r)` at the smallest scale still
+    covering the size, then the bilinear resize: the same pixels, and not those of the
+    neighbouring scales."""
+    encoded = tf.constant(_image_bytes(_photo(height, width), "JPEG"))
+    fast = preprocess.decode_resize(encoded, (48, 48)).numpy()
+    at = {r: preprocess.resize(tf.io.decode_jpeg(encoded, channels=3, ratio=r), (48, 48)).numpy()
+          for r in (1, 2, 4, 8)}
+    np.testing.assert_array_equal(fast, at[ratio])
+    for other in set(at) - {ratio}:
+        assert np.abs(at[other] - at[ratio]).max() > 1.0, other
+    png = tf.constant(_image_bytes(_photo(height, width), "PNG"))  # only JPEGs scale
+    np.testing.assert_array_equal(preprocess.decode_resize(png, (48, 48)).numpy(),
+                                  preprocess.resize(preprocess.decode_image(png), (48, 48)).numpy())
+
+
 # ----------------------------------------------------------------------------- folder index
 
 
@@ -88,9 +112,13 @@ def _settle(*dirs, recursive=True):
             os.utime(dirpath, (old, old))
 
 
-def test_folder_index_is_reused_and_invalidated(tmp_path, monkeypatch):
-    import os
+def _pairs(split, root):
+    """The split's examples as (path relative to root, label), in the split's order."""
+    return [(os.path.relpath(path.decode(), root), int(label))
+            for path, label in split.make(0, 1).as_numpy_iterator()]
 
+
+def test_folder_index_is_reused_and_invalidated(tmp_path, monkeypatch):
     from tf_data import folder
 
     root = tmp_path / "imgs"
@@ -115,10 +143,11 @@ def test_folder_index_is_reused_and_invalidated(tmp_path, monkeypatch):
     assert [os.path.basename(p) for p in first.skipped_files] == ["broken.jpg"]
     again, sizes_again = load()  # nothing changed: no listing of files, no decoding
     assert decoded == [13, 0] and sizes_again == sizes and again.skipped_files == first.skipped_files
-    # The same examples in the same splits as without the index.
+    # The same examples in the same splits as without the index: (path, label) pairs, in order.
     plain = folder.load(root, val_fraction=0.2, test_fraction=0.2, index=False)
     for role in ("train", "validation", "test"):
-        assert again.split(role).num_examples == plain.split(role).num_examples
+        assert _pairs(again.split(role), root) == _pairs(plain.split(role), root), role
+        assert _pairs(first.split(role), root) == _pairs(plain.split(role), root), role
     # A new file (and a fixed one) in one class: only that directory is listed and checked again.
     (root / "dog" / "new.jpg").write_bytes(good)
     (root / "cat" / "broken.jpg").unlink()
@@ -126,6 +155,10 @@ def test_folder_index_is_reused_and_invalidated(tmp_path, monkeypatch):
     changed, sizes_changed = load()
     assert decoded[3:] == [6 + 5]  # (the index=False load decoded 13) dog's 6 files and cat's 5; the sub-folders are unchanged
     assert changed.skipped_files == () and sum(sizes_changed.values()) == 13
+    replain = folder.load(root, val_fraction=0.2, test_fraction=0.2, index=False)
+    for role in ("train", "validation", "test"):
+        assert _pairs(changed.split(role), root) == _pairs(replain.split(role), root), role
+    assert ("dog/new.jpg", 1) in sum((_pairs(changed.split(r), root) for r in changed.splits), [])
     # A folder where the index cannot be written (read-only; here its name is taken by a
     # directory, which also stops root, whom permissions do not stop): it goes to index_dir.
     (root / folder.INDEX_FILE).unlink()

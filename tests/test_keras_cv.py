@@ -16,10 +16,10 @@ import pytest
 
 import tf_data
 from applications import cli
-from conftest import BACKEND, once
+from conftest import BACKEND, once, require
 from tf_data import augment
 
-keras_cv = pytest.importorskip("keras_cv")
+keras_cv = require("keras_cv")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--num-heads", "2", "--mlp-dim", "16",
@@ -103,6 +103,16 @@ def test_keras_vit_train_with_a_keras_cv_layer(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert metrics["backend"] == backend and metrics["status"] == "ok"
     assert config["augment"] == ["keras_cv.layers.AugMix(severity=0.3)"] and config["remat"]
+    # --remat built the model from remat blocks, and the saved model holds them (not only the
+    # config's echo of the flag).
+    import keras
+
+    import keras_vit
+
+    saved = keras.saving.load_model(out / "model.keras")
+    blocks = [layer for layer in saved.layers if isinstance(layer, keras_vit.TransformerBlock)]
+    assert len(blocks) == 1 and all(isinstance(b, keras_vit.RematTransformerBlock)
+                                    for b in blocks), [type(b).__name__ for b in blocks]
     print(f"\n[keras-cv] {backend}: keras-vit train --augment keras_cv.layers.AugMix(severity=0.3) "
           f"--remat, 3 epochs: test accuracy {metrics['test']['accuracy']:.3f}, "
           f"train_time_s {metrics['train_time_s']:.1f}")

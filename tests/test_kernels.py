@@ -407,3 +407,152 @@ def test_jax_cudnn_attention_falls_back_to_xla_where_refused(rng, monkeypatch):
     expected = reference.attention(qkv)[0]
     np.testing.assert_allclose(np.asarray(out), np.asarray(expected), rtol=1e-5, atol=1e-5)
     assert list(jax_kernels.CUDNN_CHOICES.values()) == ["xla"]
+
+
+# ------------------------------------------------------------ against float64 NumPy (issue 34)
+# The tests above compare each backend's implementation with the portable reference. Where a
+# backend runs the reference itself (JAX's affine, gelu, layer_norm and normalise; PyTorch's
+# normalise) they would compare the reference with itself: they are guards, and skip until that
+# backend gets an implementation of its own. What checks every implementation, reference
+# included, is below: float32 values and gradients against the primitives written in float64
+# NumPy from their definitions, the gradients by central differences.
+
+SELF_COMPARING = {"test_affine": "affine", "test_gelu": "gelu", "test_layer_norm": "layer_norm",
+                  "test_normalise": "normalise"}
+
+
+@pytest.fixture(autouse=True)
+def _skip_self_comparisons(request):
+    name = SELF_COMPARING.get(request.node.originalname)
+    if name and getattr(kernels.implementation, name) is getattr(reference, name):
+        pytest.skip(f"{BACKEND} runs reference.{name} itself: a guard for when it gets its "
+                    "own implementation (the float64 NumPy tests check it)")
+
+
+def np_gelu(x, approximate):
+    from scipy.special import erf
+
+    if approximate:
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + erf(x / np.sqrt(2)))
+
+
+def np_normalise(x, epsilon):
+    centred = x - x.mean(-1, keepdims=True)
+    return centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + epsilon)
+
+
+def np_attention(qkv, num_queries=None, table=None, mask=None):
+    """(attended (B, Q, H, D/H), probabilities (B, H, Q, T)) of the packed (B, T, 3, H, D/H)."""
+    query, key, value = np.moveaxis(qkv, 2, 0).transpose(0, 1, 3, 2, 4)  # 3 x (B, H, T, D/H)
+    query = query[:, :, :num_queries]
+    logits = query @ np.swapaxes(key, -1, -2)
+    if table is not None:
+        logits = logits + np.einsum("bhqk,thk->bhqt", query, table)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    weights = probs if mask is None else probs * mask
+    return (weights @ value).transpose(0, 2, 1, 3), probs
+
+
+def numerical_gradients(fn, arrays, upstream, step=1e-6):
+    """d sum(fn(*arrays) * upstream) / d array, for each array, by central differences."""
+    grads = []
+    for i, array in enumerate(arrays):
+        grad = np.zeros_like(array)
+        for index in np.ndindex(array.shape):
+            shifted = [a.copy() for a in arrays]
+            shifted[i][index] += step
+            plus = np.sum(fn(*shifted) * upstream)
+            shifted[i][index] -= 2 * step
+            grad[index] = (plus - np.sum(fn(*shifted) * upstream)) / (2 * step)
+        grads.append(grad)
+    return grads
+
+
+def check_against_numpy(implementation, numpy_form, arrays, mode, tolerance=1e-5):
+    """float32 `implementation(*tensors, training)` in `mode` against float64 `numpy_form`:
+    inference and training values, and every argument's gradient."""
+    arrays = [np.asarray(a, np.float64) for a in arrays]
+    args = [tensor(a, "float32") for a in arrays]
+    expected = numpy_form(*arrays)
+    scale = np.abs(expected).max()
+    inferred = numpy(value(lambda *a: implementation(*a, False), args, mode))
+    assert np.abs(inferred - expected).max() <= tolerance * scale, "inference value"
+    upstream = np.random.default_rng(2).standard_normal(expected.shape)
+    y, grads = value_and_gradients(lambda *a: implementation(*a, True), args,
+                                   tensor(upstream, "float32"), mode)
+    assert np.abs(numpy(y) - expected).max() <= tolerance * scale, "training value"
+    for i, (got, want) in enumerate(zip(grads, numerical_gradients(numpy_form, arrays,
+                                                                   upstream))):
+        error = np.abs(numpy(got) - want).max() / np.abs(want).max()
+        assert error <= 10 * tolerance, f"gradient of argument {i}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("rank", [2, 3])
+def test_affine_against_numpy(rank, mode, rng):
+    shape = (2, 5, 12) if rank == 3 else (10, 12)
+    check_against_numpy(kernels.affine, lambda x, w, b: x @ w + b,
+                        [rng.standard_normal(shape), rng.standard_normal((12, 8)) / 3,
+                         rng.standard_normal(8)], mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("approximate", [True, False], ids=["tanh", "erf"])
+def test_gelu_against_numpy(approximate, mode, rng):
+    x = np.concatenate([np.linspace(-6, 6, 25), 3 * rng.standard_normal(23)]).reshape(2, 24)
+    check_against_numpy(lambda x, t: kernels.gelu(x, approximate, t),
+                        lambda x: np_gelu(x, approximate), [x], mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("affine_part", ["gamma_and_beta", "none"])
+def test_layer_norm_against_numpy(affine_part, mode, rng):
+    x = rng.standard_normal((2, 3, 16)) * 3 + 1
+    if affine_part == "none":
+        check_against_numpy(lambda x, t: kernels.layer_norm(x, None, None, 1e-6, t),
+                            lambda x: np_normalise(x, 1e-6), [x], mode)
+        return
+    check_against_numpy(lambda x, g, b, t: kernels.layer_norm(x, g, b, 1e-6, t),
+                        lambda x, g, b: np_normalise(x, 1e-6) * g + b,
+                        [x, rng.standard_normal(16), rng.standard_normal(16)], mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_normalise_against_numpy(mode, rng):
+    check_against_numpy(lambda x, t: kernels.normalise(x, 1e-6, t),
+                        lambda x: np_normalise(x, 1e-6),
+                        [rng.standard_normal((2, 3, 16)) * 3 + 1], mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", ["plain", "one_query", "bias", "probabilities"])
+def test_attention_against_numpy(case, mode, rng):
+    qkv = rng.standard_normal((2, 5, 3, 2, 4))
+    num_queries = 1 if case == "one_query" else None
+    table = rng.standard_normal((5, 2, 4)) * 0.3 if case == "bias" else None
+    output = 1 if case == "probabilities" else 0
+
+    def ours(q, training):
+        bias = _offset_bias(tensor(table, "float32")) if table is not None else None
+        return kernels.attention(q, num_queries, bias, output == 1, None, training)[output]
+
+    check_against_numpy(ours, lambda q: np_attention(q, num_queries, table)[output], [qkv],
+                        mode)
+
+
+def test_attention_dropout_drops_one_key_before_the_values(rng):
+    """`dropout` weighs the probabilities before the values: a mask dropping key 2 gives, per
+    query, the sum over the other keys of p_k v_k (no renormalisation: the mask is the whole
+    dropout here)."""
+    qkv = rng.standard_normal((2, 5, 3, 2, 4))
+    mask = np.ones(5)
+    mask[2] = 0.0
+    expected, probabilities = np_attention(qkv, mask=mask)
+    out, probs = kernels.attention(tensor(qkv, "float32"), return_probabilities=True,
+                                   dropout=lambda p: p * ops.cast(mask, p.dtype), training=True)
+    np.testing.assert_allclose(numpy(out), expected, atol=1e-5)
+    np.testing.assert_allclose(numpy(probs), probabilities, atol=1e-6)  # before the dropout
+    kept = np_attention(qkv)[0]
+    assert np.abs(kept - expected).max() > 0.05  # the dropped key mattered

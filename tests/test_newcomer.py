@@ -20,7 +20,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import BACKEND, ONCE_BACKEND, is_once_leg, once, once_on
+from conftest import BACKEND, ONCE_BACKEND, REQUIRE_TEST_DEPS, is_once_leg, once, once_on
 from numpy_vit import make_official_params, relative_error, vit_forward
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,6 +28,8 @@ BIN = os.path.dirname(sys.executable)
 KERAS_VIT = os.path.join(BIN, "keras-vit")
 EXPORTS = {"onnx": "model.onnx", "litert": "model.tflite", "saved_model": "saved_model"}
 
+# Under make test (its own install) the command must be there; a bare checkout skips.
+assert os.path.exists(KERAS_VIT) or not REQUIRE_TEST_DEPS, f"{KERAS_VIT} is not installed"
 pytestmark = pytest.mark.skipif(not os.path.exists(KERAS_VIT),
                                  reason="the keras-vit entry point is not installed")
 
@@ -128,6 +130,31 @@ print(json.dumps(out))
 """
 
 
+REFERENCE_PREDICT = r"""
+import json, os, sys
+import numpy as np
+from PIL import Image
+import keras, keras_vit
+
+run_dir, paths = sys.argv[1], sys.argv[2:]
+model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+size = tuple(model.input_shape[1:3])
+run = json.load(open(os.path.join(run_dir, "config.json")))
+scaled_inside = run.get("include_preprocessing",
+                        any(layer.name == "rescale" for layer in model.layers))
+rows = []
+for path in paths:
+    pixels = np.asarray(Image.open(path).convert("RGB"), "float32")
+    image = keras.ops.image.resize(pixels[None], size, interpolation="bilinear", antialias=False)
+    image = np.clip(keras.ops.convert_to_numpy(image), 0, 255)
+    if not scaled_inside:
+        image = image / 127.5 - 1.0
+    rows.append(np.asarray(model.predict(image, verbose=0))[0].tolist())
+names = run.get("class_names") or [str(i) for i in range(len(rows[0]))]
+print(json.dumps({"probabilities": rows, "names": names}))
+"""
+
+
 def _image_files(directory):
     """Digits as image files of the formats a user has: PNG, JPEG, WebP, BMP (RGB and L)."""
     from PIL import Image
@@ -191,7 +218,16 @@ def _evaluate_and_predict(tmp_path, run_dir):
     predicted = [json.loads(line) for line in run(
         [KERAS_VIT, "predict", "--output", "run", "--json", *images], tmp_path).splitlines()
         if line.startswith("{")]
-    assert len(predicted) == len(images)
+    assert [p["image"] for p in predicted] == images
+    # Each image's top-1 against the saved model on the same pixels, read independently (PIL,
+    # bilinear resize without antialiasing, the model's input scaling), in a new process.
+    reference = json.loads(python(REFERENCE_PREDICT, tmp_path, run_dir, *images)
+                           .strip().splitlines()[-1])
+    for p, expected in zip(predicted, reference["probabilities"]):
+        top = int(np.argmax(expected))
+        assert p["top"][0]["index"] == top, (p, expected)
+        assert p["top"][0]["label"] == reference["names"][top]
+        assert p["top"][0]["probability"] == pytest.approx(expected[top], abs=1e-3)
 
 
 # Once, on TensorFlow: the fine-tuning source and the export do not depend on the backend that

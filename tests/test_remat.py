@@ -3,12 +3,16 @@
 Dropout and stochastic depth are on, so the recomputation must draw the forward pass's masks.
 """
 
+import collections
+import contextlib
+
 import keras
 import numpy as np
 import pytest
 
 import keras_vit
 from conftest import BACKEND
+from keras_vit.layers.transformer_block import TransformerBlock
 
 ARCH = dict(image_size=16, patch_size=4, hidden_size=32, num_layers=3, num_heads=4, mlp_dim=64,
             classes=5, classifier_activation=None, dropout_rate=0.2, stochastic_depth_rate=0.2)
@@ -23,6 +27,24 @@ def _pair():
     for mine, theirs in zip(remat.non_trainable_variables, plain.non_trainable_variables):
         mine.assign(np.array(keras.ops.convert_to_numpy(theirs)))  # the same seed-generator states: the same dropout masks
     return plain, remat
+
+
+@contextlib.contextmanager
+def _block_calls():
+    """Counts the calls of each encoder block's forward computation (`TransformerBlock.call`,
+    which `RematTransformerBlock` runs inside `keras.remat`), by block name."""
+    counts = collections.Counter()
+    real = TransformerBlock.call
+
+    def spy(self, *args, **kwargs):
+        counts[self.name] += 1
+        return real(self, *args, **kwargs)
+
+    TransformerBlock.call = spy
+    try:
+        yield counts
+    finally:
+        TransformerBlock.call = real
 
 
 def _gradients(model, x, y):
@@ -52,9 +74,17 @@ def test_gradients_equal_the_plain_models(rng):
     x = rng.uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     y = np.array([0, 1, 2, 3])
     keras.utils.set_random_seed(1)  # PyTorch's unseeded dropout draws from torch's own RNG
-    expected = _gradients(plain, x, y)
+    with _block_calls() as plain_calls:
+        expected = _gradients(plain, x, y)
     keras.utils.set_random_seed(1)
-    got = _gradients(remat, x, y)
+    with _block_calls() as remat_calls:
+        got = _gradients(remat, x, y)
+    # The recomputation: PyTorch and TensorFlow (eager) call each remat block's forward again
+    # in the backward pass. JAX traces it once into the checkpoint (the recomputed products
+    # are counted in its lowered step: test_jax_recomputation_reaches_the_compiler...).
+    blocks = [f"encoderblock_{i}" for i in range(ARCH["num_layers"])]
+    assert [plain_calls[b] for b in blocks] == [1] * len(blocks)
+    assert [remat_calls[b] for b in blocks] == [1 if BACKEND == "jax" else 2] * len(blocks)
     scale = max(np.abs(g).max() for g in expected)
     error = max(np.abs(a - b).max() for a, b in zip(got, expected))
     print(f"\n[remat] {BACKEND}: max |gradient difference| {error:.1e} (largest gradient "
@@ -69,11 +99,20 @@ def test_compiled_training_steps_match_and_the_choice_is_saved(rng, tmp_path):
     plain, remat = _pair()
     x = rng.uniform(0, 255, (8, 16, 16, 3)).astype("float32")
     y = rng.integers(0, 5, 8)
+    calls = {}
     for model in (plain, remat):
         keras.utils.set_random_seed(1)
         model.compile(optimizer=keras.optimizers.SGD(0.1),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+        with _block_calls() as calls[model.name if model is plain else "remat"]:
+            model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    # In `fit`'s own steps: PyTorch runs them eagerly (two steps: each remat block once more
+    # per step); TensorFlow traces its step once, the remat blocks twice into it (forward and
+    # recomputation); JAX traces the checkpoint once (its lowered step: the test below).
+    extra = {"torch": 2, "tensorflow": 1, "jax": 0}[BACKEND]
+    for i in range(ARCH["num_layers"]):
+        name = f"encoderblock_{i}"
+        assert calls["remat"][name] == calls[plain.name][name] + extra > 0, (name, calls)
     for a, b in zip(plain.get_weights(), remat.get_weights()):
         np.testing.assert_allclose(b, a, atol=1e-5)
     remat.save(tmp_path / "remat.keras")
@@ -129,7 +168,8 @@ def test_jax_recomputation_reaches_the_compiler_behind_barriers(rng):
 
         return jax.jit(jax.grad(loss)).lower(trainable).as_text()
 
-    assert lowered(plain).count("optimization_barrier") == 0
+    plain_text = lowered(plain)
+    assert plain_text.count("optimization_barrier") == 0
     keras_vit.remat._warn_on_xla_cpu.cache_clear()  # it warns once a process
     if jax.default_backend() == "cpu":
         with pytest.warns(UserWarning, match="saves no memory on JAX's CPU backend"):
@@ -137,6 +177,10 @@ def test_jax_recomputation_reaches_the_compiler_behind_barriers(rng):
     else:
         text = lowered(remat)
     assert text.count("optimization_barrier") == ARCH["num_layers"]
+    # The recomputed products are in the step: each block's q/k/v, logits, values and MLP
+    # products again (not its last product, whose output the backward pass does not need).
+    recomputed = text.count("dot_general") - plain_text.count("dot_general")
+    assert recomputed >= 4 * ARCH["num_layers"], recomputed
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's saved-tensor hooks")

@@ -1,6 +1,8 @@
 """The package's dependencies run one way (`LAYERS`, from the bottom): kernels, then layers,
-then the checkpoint readers and weight loaders (which know the layers, and the variants only as
-data, `keras_vit.architectures`), then the model (whose `ViT(weights=...)` plans with the
+then the resampling math (`keras_vit.resample`, `keras_vit.patch_resize`: NumPy only), then the
+checkpoint readers (which know the layers, and the variants only as data,
+`keras_vit.architectures`), then the weight loaders and registry (`keras_vit.weights`, which
+use the readers, never the reverse), then the model (whose `ViT(weights=...)` plans with the
 loader), then the variants and everything built on the model, then the programs
 (`applications`); and no module imports itself back through others, counting imports inside
 functions (the ones a reader of the module's head does not see). Read from the source with
@@ -129,9 +131,10 @@ LAYERS = (
     # A layer built on TransformerBlock, outside keras_vit/layers for its backend-specific
     # replay of the dropout seeds in the recomputation.
     ("rematerialised block", ("keras_vit.remat",)),
-    ("weights and checkpoints", ("keras_vit.architectures", "keras_vit.checkpoint",
-                                 "keras_vit.formats", "keras_vit.weights",
-                                 "keras_vit.resample")),
+    ("resampling", ("keras_vit.resample", "keras_vit.patch_resize")),
+    ("checkpoint readers", ("keras_vit.architectures", "keras_vit.checkpoint",
+                            "keras_vit.formats")),
+    ("weights", ("keras_vit.weights",)),
     ("model", ("keras_vit.model",)),
     ("variants and the rest of the library", ("keras_vit",)),
     ("data pipelines", ("tf_data",)),
@@ -177,6 +180,33 @@ def test_dependencies_run_one_way():
         and not module == "keras_vit"  # the package's __init__ re-exports the public API
     ]
     assert upward == []
+
+
+def test_the_checkpoint_readers_do_not_lean_on_the_weights_package():
+    """`keras_vit.weights` imports the checkpoint readers; they import nothing of it back, not
+    even inside a function (the PI-resize math lives beside `resample`)."""
+    graph = import_graph()
+    readers = [m for m in graph if layer_of(m) == _layer("checkpoint readers")]
+    assert "keras_vit.checkpoint" in readers and "keras_vit.formats.timm" in readers
+    assert [(m, t) for m in readers for t in sorted(graph[m])
+            if t == "keras_vit.weights" or t.startswith("keras_vit.weights.")] == []
+    assert "keras_vit.patch_resize" in graph["keras_vit.checkpoint"]
+
+
+def test_the_old_patch_resize_path_still_imports():
+    from keras_vit.weights import patch_resize as old
+
+    import keras_vit
+    from keras_vit import patch_resize
+
+    assert old.pi_resize_patch_embedding is patch_resize.pi_resize_patch_embedding
+    assert keras_vit.pi_resize_patch_embedding is patch_resize.pi_resize_patch_embedding
+    assert old.resize_matrix is patch_resize.resize_matrix
+    assert old.PATCH_EMBED_RESAMPLE is patch_resize.PATCH_EMBED_RESAMPLE
+
+
+def _layer(title):
+    return [t for t, _ in LAYERS].index(title)
 
 
 @pytest.mark.parametrize("folder", ["keras_vit/layers"])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import keras_vit
+from conftest import require
 from keras_vit.checkpoint import POS_EMBED_KEY, official_variables
 from keras_vit.weights import registry
 from keras_vit.weights.download import WeightsDownloadError, WeightsIntegrityError, fetch
@@ -421,7 +422,7 @@ def test_download_over_http_truncated_or_missing(server, tmp_path):
 @pytest.mark.parametrize("old, new", [((7, 7), (12, 12)), ((24, 24), (14, 14)), ((14, 14), (24, 24)),
                                       ((5, 5), (3, 8)), ((2, 2), (9, 9)), ((9, 9), (2, 2))])
 def test_bicubic_resize_matches_torch_antialiased_bicubic(old, new):
-    torch = pytest.importorskip("torch")
+    torch = require("torch")
     from keras_vit.resample import bicubic_resize
 
     grid = np.random.default_rng(0).standard_normal((*old, 5))

@@ -53,11 +53,25 @@ def public_names(module_path):
     return names
 
 
+def _object_path(module, module_path, name):
+    """What `module.name` is at run time. griffe prefers a submodule to a same-named object the
+    package imports from it (`tf_data.subset`, the function of `tf_data/subset.py`); Python
+    binds the object."""
+    member = module.members.get(name)
+    try:
+        if member is not None and member.is_module and name in member.members:
+            return f"{module_path}.{name}.{name}"
+    except griffe.AliasResolutionError:
+        pass
+    return f"{module_path}.{name}"
+
+
 def _reference(module_path):
-    blocks = []
-    for name in public_names(module_path):
-        blocks.append(f"::: {module_path}.{name}\n")
-    return "\n".join(blocks)
+    package = griffe.load(module_path.partition(".")[0], search_paths=[ROOT],
+                          resolve_aliases=False)
+    module = package[module_path.partition(".")[2]] if "." in module_path else package
+    return "\n".join(f"::: {_object_path(module, module_path, name)}\n"
+                      for name in public_names(module_path))
 
 
 def on_files(files, config):

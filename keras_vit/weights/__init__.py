@@ -14,7 +14,7 @@ from keras_vit.weights.download import (
     download_weights,
 )
 from keras_vit.weights.loading import load_weights, plan_weights
-from keras_vit.weights.patch_resize import pi_resize_patch_embedding
+from keras_vit.patch_resize import pi_resize_patch_embedding
 from keras_vit.weights.registry import (
     ALIASES,
     REGISTRY,

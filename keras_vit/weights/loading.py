@@ -25,7 +25,7 @@ The `keras.applications` rules, with one addition for fine-tuning:
   warns. `pos_embed_resample` left as None takes the source's algorithm ("official" scipy
   zoom; "bicubic" antialiased for timm files).
 - A checkpoint of another patch size loads with `patch_embed_resample="pi"` (FlexiViT's
-  PI-resize of `embedding/kernel`, `keras_vit.weights.patch_resize`); the model's default
+  PI-resize of `embedding/kernel`, `keras_vit.patch_resize`); the model's default
   resolution is then the checkpoint's own (the same image, cut into more or fewer patches).
 """
 
@@ -129,7 +129,7 @@ def native_image_size(ckpt, arch, classifier="token"):
 
 
 def check_patch_embed_resample(patch_embed_resample):
-    from keras_vit.weights.patch_resize import PATCH_EMBED_RESAMPLE  # noqa: PLC0415
+    from keras_vit.patch_resize import PATCH_EMBED_RESAMPLE  # noqa: PLC0415
 
     if patch_embed_resample is not None and patch_embed_resample not in PATCH_EMBED_RESAMPLE:
         raise ValueError(f"Unknown patch_embed_resample {patch_embed_resample!r}; expected None "
