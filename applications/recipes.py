@@ -54,16 +54,12 @@ FINETUNE = dict(
     dropout_rate=0.0,
 )
 
-# `digits` is 1,259 training images of 8x8 pixels. A small ViT on a 4x4 grid
-# of 2x2-pixel patches, global average pooling and strong weight decay trains
-# to 96.1% held-out accuracy in 211 s on two CPU cores; `make train` adds
-# --mixup 0.2 --ema 0.998 and runs 120 epochs: 97.8% on JAX (README). Not in the preset
-# because short runs (the tests' few epochs) would end on an EMA still close to
-# the initial weights. Tried on 2026-12-01 (test split): --ema 0.998 alone
-# (96.7%), label smoothing 0.1 (96.1%), lr 2e-3 (95.8%), no crop (95.3%), crop
-# area 0.6 with stochastic depth (92.2%), 1-pixel pad-and-crop shifts (87-90%),
-# batch 32 (96.4%), mixup + EMA for 150 epochs (98.1%, but ~200 s).
-# A gentle crop (at least 80% of the area) replaces the 5% inception crop,
+# `digits` is 1,259 training images of 8x8 pixels: a small ViT on a 4x4 grid of
+# 2x2-pixel patches, global average pooling and strong weight decay. `make train`
+# adds --mixup 0.2 --ema 0.998 and runs 120 epochs; not in the preset because
+# short runs (the tests' few epochs) would end on an EMA still close to the
+# initial weights. The variants tried and their accuracies: benchmarks/RESULTS.md
+# ("The digits preset", 2026-12-01). A gentle crop (at least 80% of the area) replaces the 5% inception crop,
 # which on 8x8 digits would crop the digit away. No flips (the source says
 # so): a mirrored digit is another digit.
 DIGITS_DATA = dict(batch_size=64, crop_min_area=0.8)

@@ -4,16 +4,15 @@ Eager PyTorch allocates each large temporary with `malloc`: a ViT-Ti/16 MLP acti
 32 is a 19 MB buffer, freed a few operations later. glibc serves such requests with fresh
 `mmap`ed pages above a (dynamic) size threshold, and hands the top of its heap back to the OS
 once enough of it is free; either way the next step's buffers are new pages, and the first
-write to each 4 KiB page costs a page fault. On the 2-core benchmark machine that made an
-element-wise GELU over a fresh buffer 3x slower than over a reused one, and cost ViT-Ti/16
-inference about 15% (benchmarks/RESULTS.md). XLA (JAX, TensorFlow) reuses its own buffers and
-is unaffected.
+write to each 4 KiB page costs a page fault, which made eager ViT inference measurably slower
+on CPUs (figures: benchmarks/RESULTS.md, session 13). XLA (JAX, TensorFlow) reuses its own
+buffers and is unaffected.
 
 The setting is process-wide and stays for the process's lifetime: the resident memory stays
 at its peak instead of shrinking between steps. So the library never applies it by itself; call
 it at the start of an inference script you own (`benchmarks/throughput.py --host-memory retain`
-does, for every contender alike). For training steps it measured no gain: autograd's buffers
-were already mostly reused.
+does, for every contender alike). Training steps gain nothing measurable: autograd's buffers
+are already mostly reused.
 """
 
 import ctypes

@@ -76,17 +76,14 @@ class PipelineConfig:
             fit, as the `keras-vit` programs do). Off by default: a plain
             `model.fit(dataset, epochs=N)` ends each epoch after one pass.
         autotune: Let tf.data tune parallelism and prefetching. Off by
-            default, by measurement: on 400 ImageNet-sized JPEGs (2 cores,
-            benchmarks/RESULTS.md) the tuned training pipeline made 14% fewer
-            images/s than the static one (one map call per CPU core, two
-            prefetched batches), the tuning thread's own work included.
-            (An earlier TF 2.21 stall of up to 60 s when an autotuned iterator
-            was destroyed did not reproduce in 2026-12-06's checks; a test runs
-            an autotuned pipeline in a subprocess and requires a prompt exit.)
+            default: on few cores the tuning thread's own work costs more
+            than it finds (the static pipeline: one map call per CPU core, two
+            prefetched batches; figures in benchmarks/RESULTS.md, issue 24).
+            A test runs an autotuned pipeline in a subprocess and requires a
+            prompt exit (TF 2.21 once stalled destroying one).
         threads: Size of the pipeline's private thread pool; None: one thread
-            per CPU core (6% more images/s than the shared pool on the 2-core
-            test machine, benchmarks/RESULTS.md); 0: TensorFlow's shared
-            inter-op pool.
+            per CPU core (faster than the shared pool, benchmarks/RESULTS.md);
+            0: TensorFlow's shared inter-op pool.
         deterministic: Training only: False lets parallel map calls finish
             out of order (each image keeps its own crop and flip, but batches
             are no longer reproducible).
