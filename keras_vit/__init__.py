@@ -37,6 +37,23 @@ from keras_vit.variants import (
     ViTS32,
     ViTTi16,
 )
+from keras_vit.families import (
+    DeiT3B16,
+    DeiT3L16,
+    DeiT3S16,
+    DINOv2B14,
+    DINOv2B14Reg4,
+    DINOv2L14,
+    DINOv2L14Reg4,
+    DINOv2S14,
+    DINOv2S14Reg4,
+    MAEB16,
+    MAEH14,
+    MAEL16,
+    SigLIPB16,
+    SigLIPSo400m14,
+)
+from keras_vit.architectures import FAMILY_VARIANTS
 from keras_vit.imagenet import decode_predictions
 from keras_vit.weights import (
     download_weights,

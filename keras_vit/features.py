@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from keras_vit.layers.patch_encoder import PatchEncoder
+from keras_vit.layers.register_tokens import RegisterTokens
 from keras_vit.layers.transformer_block import TransformerBlock
 
 OUTPUTS = ("tokens", "spatial")
@@ -70,8 +71,9 @@ def feature_extractor(model, blocks=None, output="tokens", norm=False, name=None
             None for all of them, a sequence of indices (a list of outputs in that order), or
             one index (a single output; a one-element sequence gives one too, as Keras returns
             the only output of a model without a list).
-        output: `"tokens"`: (B, T, D), the class token (if any) first, as the blocks compute
-            them; `"spatial"`: (B, h, w, D) on the patch grid, without the class token.
+        output: `"tokens"`: (B, T, D), the class token (if any) and register tokens (if any)
+            first, as the blocks compute them; `"spatial"`: (B, h, w, D) on the patch grid,
+            without the class and register tokens.
         norm: pass each output through the model's final LayerNorm (`encoder_norm`), as
             timm's `forward_intermediates(norm=True)`. HF's `last_hidden_state` is the last
             block's output with `norm=True`; its `hidden_states` are without.
@@ -122,14 +124,17 @@ def feature_extractor(model, blocks=None, output="tokens", norm=False, name=None
     # The blocks are called again from the patch encoder's output in the model's own graph:
     # full (B, T, D) outputs everywhere, even where the model's last block computed one row.
     x = encoder.output  # (its first call: the model's own)
+    registers = next((l for l in model.layers if isinstance(l, RegisterTokens)), None)
+    if registers is not None:  # the blocks read the tokens with the registers inserted
+        x = registers.output
+    prefix = int(encoder.use_class_token) + (registers.num_tokens if registers else 0)
     outputs = {}
     for i in range(max(indices) + 1):
         x = encoder_blocks[i](x)
         if i in indices:
             y = layer_norm(x) if layer_norm is not None else x
             if output == "spatial":
-                y = TokensToSpatial(encoder.grid_size, int(encoder.use_class_token),
-                                    name=f"spatial_{i}")(y)
+                y = TokensToSpatial(encoder.grid_size, prefix, name=f"spatial_{i}")(y)
             outputs[i] = y
     result = [outputs[i] for i in indices]
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs

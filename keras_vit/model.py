@@ -25,7 +25,7 @@ from keras_vit.layers.pooling import POOLINGS, TokenPooling
 from keras_vit.layers.register_tokens import RegisterTokens
 from keras_vit.layers.resnet import resnet_stem
 from keras_vit.layers.transformer_block import LAYER_NORM_EPSILON, TransformerBlock
-from keras_vit.layers.utils import to_pair
+from keras_vit.layers.utils import scale_and_offset, to_pair
 
 CLASSIFIERS = ("token", "gap", "map")
 
@@ -128,6 +128,7 @@ def ViT(
     no_embed_class=False,
     class_token=None,
     fc_norm=False,
+    input_normalization=None,
     name="vit",
 ):
     """Builds a Vision Transformer.
@@ -226,6 +227,10 @@ def ViT(
             timm's `fc_norm`): the image representation is LN(pool(z_L)) instead of
             pool(LN(z_L)), the norm named `fc_norm`. With `pooling=None` the tokens are then
             the last block's, unnormalised.
+        input_normalization: what `include_preprocessing` maps [0, 255] RGB to: None, the
+            paper's [-1, 1] (also SigLIP's); `"imagenet"`, (x / 255 - mean) / std with
+            ImageNet's statistics (DINOv2, MAE, DeiT-III); or a (mean, std) pair of
+            per-channel sequences for pixels in [0, 1]. See `keras_vit.preprocess_input`.
         name: the model's name.
 
     Returns:
@@ -256,6 +261,7 @@ def ViT(
     if pooling == "map" and classifier != "map":
         raise ValueError("pooling='map' reads the attention-pooling head of a classifier='map' "
                          f"model (its weights belong to the backbone); got classifier={classifier!r}.")
+    scale_and_offset(input_normalization)  # a clear error for a bad choice
     if isinstance(num_register_tokens, bool) or not isinstance(num_register_tokens, int) \
             or num_register_tokens < 0:
         raise ValueError(f"num_register_tokens must be an int >= 0, got {num_register_tokens!r}.")
@@ -270,7 +276,11 @@ def ViT(
             weights,
             dict(patch_size=patch_size, hidden_size=hidden_size, num_layers=num_layers,
                  num_heads=num_heads, mlp_dim=mlp_dim, resnet_num_layers=resnet_num_layers,
-                 resnet_width_factor=resnet_width_factor),
+                 resnet_width_factor=resnet_width_factor,
+                 # the later ViTs' options, which name a family's weights
+                 num_register_tokens=num_register_tokens, classifier=classifier,
+                 layer_scale_init_value=layer_scale_init_value, no_embed_class=no_embed_class,
+                 position_embedding=position_embedding),
             image_size=image_size, input_shape=input_shape, input_tensor=input_tensor,
             include_top=include_top, classes=classes, head=head,
             representation_size=representation_size, gelu_approximate=gelu_approximate,
@@ -290,7 +300,14 @@ def ViT(
     if include_preprocessing:
         # In float32 under mixed precision too: pixels up to 255 in bfloat16 are whole numbers
         # (spacing 1 from 128 up), which would double the bf16 logit error of the whole model.
-        x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale", dtype="float32")(x)
+        if input_normalization is None:
+            x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescale", dtype="float32")(x)
+        else:
+            scale, offset = scale_and_offset(input_normalization)
+            if len(scale) != x.shape[-1]:
+                raise ValueError(f"input_normalization has {len(scale)} channels, the input "
+                                 f"{x.shape[-1]}.")
+            x = keras.layers.Rescaling(scale, offset=offset, name="rescale", dtype="float32")(x)
     if resnet_num_layers is not None:
         x = resnet_stem(x, tuple(resnet_num_layers), resnet_width_factor)
     grid = grid_size(tuple(x.shape[1:3]), patch_size)

@@ -1,5 +1,7 @@
 """Small argument helpers shared by the layers."""
 
+import numpy as np
+
 
 def to_pair(value, name):
     """`value` as a (height, width) tuple of ints; an int means a square."""
@@ -49,3 +51,31 @@ def dropout(layer, x, training):
         return layer(x, training=training)
     return x
 
+
+# torchvision's ImageNet statistics (RGB, for pixels in [0, 1]), as DINOv2, MAE, DeiT-III and
+# timm use them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NORMALIZATIONS = (None, "imagenet")
+
+
+def scale_and_offset(normalization=None):
+    """(scale, offset) with which `x * scale + offset` normalises RGB in [0, 255]: the
+    paper's [-1, 1] (None) as two floats, or per channel for `"imagenet"` ((x / 255 - mean)
+    / std) or a (mean, std) pair of per-channel sequences for pixels in [0, 1]."""
+    if normalization is None:
+        return 1.0 / 127.5, -1.0
+    if isinstance(normalization, str):
+        if normalization != "imagenet":
+            raise ValueError(f"Unknown input_normalization {normalization!r}; expected None "
+                             "(the paper's [-1, 1]), 'imagenet' or a (mean, std) pair.")
+        normalization = (IMAGENET_MEAN, IMAGENET_STD)
+    try:
+        mean, std = (np.asarray(v, dtype="float64").reshape(-1) for v in normalization)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_normalization must be None, 'imagenet' or a (mean, std) pair "
+                         f"of per-channel sequences, got {normalization!r}.") from None
+    if mean.shape != std.shape or not np.all(std > 0):
+        raise ValueError(f"input_normalization (mean, std) needs equal lengths and std > 0, got "
+                         f"{normalization!r}.")
+    return (1.0 / (255.0 * std)).tolist(), (-mean / std).tolist()

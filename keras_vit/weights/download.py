@@ -3,7 +3,8 @@
 Files go through `keras.utils.get_file` into `<cache_dir or $KERAS_HOME or ~/.keras>/keras_vit/`.
 With a SHA-256 (`WeightsEntry.sha256` or the `sha256=` argument) the file must match it; with
 none (no hash is published for the ViT files) a fresh download must at least be a complete
-`.npz` (every zip member's CRC is checked). A file that fails either check is deleted from the
+`.npz` (every zip member's CRC is checked) or a complete `.safetensors` file (its header's
+tensors end where the file does). A file that fails either check is deleted from the
 cache before the error is raised, so the next call downloads it again instead of trusting it.
 A download interrupted mid-way is removed by `get_file` itself. (`get_file` has no resume: an
 interrupted download starts over.)
@@ -43,6 +44,35 @@ def check_npz_archive(path):
         raise WeightsIntegrityError(f"{path} is not a complete .npz archive ({error}).") from None
     if bad is not None:
         raise WeightsIntegrityError(f"{path} is corrupt: member {bad!r} fails its CRC check.")
+
+
+def check_safetensors_file(path):
+    """Raises WeightsIntegrityError unless `path` is a complete `.safetensors` file: a
+    readable header whose tensors end exactly where the file does (a truncated or padded
+    download fails)."""
+    import json  # noqa: PLC0415
+    import struct  # noqa: PLC0415
+
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > size - 8:
+                raise ValueError(f"header length {length} exceeds the file")
+            header = json.loads(f.read(length))
+        header.pop("__metadata__", None)
+        end = max((info["data_offsets"][1] for info in header.values()), default=0)
+    except (ValueError, KeyError, TypeError, struct.error) as error:
+        raise WeightsIntegrityError(f"{path} is not a complete .safetensors file ({error}).") from None
+    if 8 + length + end != size:
+        raise WeightsIntegrityError(
+            f"{path} is not a complete .safetensors file: its tensors end at byte "
+            f"{8 + length + end}, the file has {size}.")
+
+
+def integrity_check(filename):
+    """The completeness check for a downloaded file of this name (no hash published)."""
+    return check_safetensors_file if filename.endswith(".safetensors") else check_npz_archive
 
 
 def cache_root(cache_dir=None):
@@ -138,4 +168,4 @@ def download_weights(variant, name="imagenet", cache_dir=None, force_download=Fa
 
     entry = get_weights_entry(variant, name)
     return fetch(entry.url, entry.filename, sha256=sha256 or entry.sha256, cache_dir=cache_dir,
-                 force_download=force_download)
+                 force_download=force_download, check=integrity_check(entry.filename))

@@ -66,15 +66,43 @@ def _normalize_arch(arch):
     return {k: out.get(k) for k in _ARCH_KEYS}
 
 
-def match_variant(arch):
-    """The `VARIANTS` name with exactly this architecture, or None."""
-    from keras_vit.architectures import VARIANTS  # noqa: PLC0415
+def _options(arch):
+    """The later ViTs' options that tell a family's variant from a paper variant's size."""
+    return (arch.get("num_register_tokens") or 0, arch.get("layer_scale_init_value") is not None,
+            bool(arch.get("no_embed_class")), arch.get("classifier") == "map",
+            arch.get("position_embedding") == "sincos_2d")
 
-    arch = _normalize_arch(arch)
-    for name, config in VARIANTS.items():
-        if _normalize_arch(config) == arch:
+
+def match_variant(arch):
+    """The `VARIANTS` or `FAMILY_VARIANTS` name with exactly this architecture (size and the
+    later ViTs' options, which are off in `arch` unless given), or None."""
+    from keras_vit.architectures import FAMILY_VARIANTS, VARIANTS  # noqa: PLC0415
+
+    size, options = _normalize_arch(arch), _options(arch)
+    for name, config in {**VARIANTS, **FAMILY_VARIANTS}.items():
+        if _normalize_arch(config) == size and _options(config) == options:
             return name
     return None
+
+
+def model_options(model):
+    """The later ViTs' options of a model built by `keras_vit.ViT`, as `ViT` arguments
+    (those `match_variant` compares)."""
+    from keras_vit.layers.attention_pooling import MultiheadAttentionPooling  # noqa: PLC0415
+    from keras_vit.layers.patch_encoder import PatchEncoder  # noqa: PLC0415
+    from keras_vit.layers.register_tokens import RegisterTokens  # noqa: PLC0415
+    from keras_vit.layers.transformer_block import TransformerBlock  # noqa: PLC0415
+
+    encoder = next(l for l in model.layers if isinstance(l, PatchEncoder))
+    block = next(l for l in model.layers if isinstance(l, TransformerBlock))
+    registers = next((l for l in model.layers if isinstance(l, RegisterTokens)), None)
+    options = dict(num_register_tokens=registers.num_tokens if registers else 0,
+                   layer_scale_init_value=block.layer_scale_init_value,
+                   no_embed_class=encoder.no_embed_class,
+                   position_embedding=encoder.position_embedding)
+    if any(isinstance(l, MultiheadAttentionPooling) for l in model.layers):
+        options["classifier"] = "map"
+    return options
 
 
 def model_architecture(model):
@@ -176,9 +204,10 @@ def registry_entry(name, arch):
     if variant is None:
         raise ValueError(
             f"weights={name!r} is not a file, and registry weights exist only for the "
-            f"standard variants ({', '.join(registry.REGISTRY)}); this architecture "
+            f"standard variants ({', '.join(registry.REGISTRY)}) and the later ViTs "
+            f"({', '.join(registry.FAMILY_REGISTRY)}); this architecture "
             f"({_normalize_arch(arch)}) is none of them. Use a variant constructor such as "
-            "keras_vit.ViTB16, or pass a checkpoint path."
+            "keras_vit.ViTB16 or keras_vit.DINOv2S14, or pass a checkpoint path."
         )
     return registry.get_weights_entry(variant, name)
 
@@ -186,10 +215,14 @@ def registry_entry(name, arch):
 def fetch_entry(entry, cache_dir=None):
     """Downloads a registry file (checked against its hash where the registry has one) and
     reads it; a cached file that does not read is deleted."""
+    from keras_vit.architectures import FAMILY_VARIANTS, VARIANTS  # noqa: PLC0415 (plain data)
+    from keras_vit.weights.download import integrity_check  # noqa: PLC0415
+
     path = fetch(entry.url, entry.filename, sha256=entry.sha256,
-                 cache_dir=cache_dir or cache_dir_default())
+                 cache_dir=cache_dir or cache_dir_default(), check=integrity_check(entry.filename))
+    heads = {**VARIANTS, **FAMILY_VARIANTS}[entry.variant]["num_heads"]
     try:
-        return read_checkpoint(path)
+        return read_checkpoint(path, num_heads=heads)
     except ValueError as error:
         os.remove(path)
         raise ValueError(
@@ -364,7 +397,7 @@ def load_weights(model, weights, pos_embed_resample=None, head=None, cache_dir=N
         The model. A failed load raises and leaves every weight unchanged.
     """
     check_patch_embed_resample(patch_embed_resample)
-    arch = model_architecture(model)
+    arch = {**model_architecture(model), **model_options(model)}
     names = {layer.name for layer in model.layers}
     has_top = "head" in names
     if head not in HEAD_CHOICES:

@@ -206,9 +206,21 @@ def canonical_variant(variant):
     for name in REGISTRY:
         if name.lower() == key:
             return name
+    plain = re.sub(r"[^a-z0-9]", "", str(variant).lower())
+    for name in FAMILY_REGISTRY:
+        if name.lower() == plain:
+            return name
     raise ValueError(
-        f"Unknown variant {variant!r}; pretrained weights exist for: {', '.join(REGISTRY)}."
+        f"Unknown variant {variant!r}; pretrained weights exist for: "
+        f"{', '.join(list(REGISTRY) + list(FAMILY_REGISTRY))}."
     )
+
+
+def _tables(variant):
+    """(entries, aliases) of a canonical variant name."""
+    if variant in FAMILY_REGISTRY:
+        return FAMILY_REGISTRY[variant], FAMILY_ALIASES.get(variant, {})
+    return REGISTRY[variant], ALIASES[variant]
 
 
 def list_weights(variant=None):
@@ -220,23 +232,22 @@ def list_weights(variant=None):
     ['imagenet', 'imagenet21k', 'imagenet21k+imagenet2012']
     """
     if variant is None:
-        return {v: list_weights(v) for v in REGISTRY}
-    variant = canonical_variant(variant)
-    names = sorted(ALIASES[variant]) + sorted(n for n in REGISTRY[variant] if n not in ALIASES[variant])
-    return names
+        return {v: list_weights(v) for v in list(REGISTRY) + list(FAMILY_REGISTRY)}
+    entries, aliases = _tables(canonical_variant(variant))
+    return sorted(aliases) + sorted(n for n in entries if n not in aliases)
 
 
 def is_weights_name(variant, name):
     """Whether `name` is a registry name or short name for `variant`."""
-    variant = canonical_variant(variant)
-    return name in ALIASES[variant] or name in REGISTRY[variant]
+    entries, aliases = _tables(canonical_variant(variant))
+    return name in aliases or name in entries
 
 
 def get_weights_entry(variant, name):
     """The `WeightsEntry` a `weights=` name stands for; a ValueError listing valid names."""
     variant = canonical_variant(variant)
-    target = ALIASES[variant].get(name, name)
-    entry = REGISTRY[variant].get(target)
+    entries, aliases = _tables(variant)
+    entry = entries.get(aliases.get(name, name))
     if entry is None:
         raise ValueError(
             f"Unknown weights {name!r} for {variant}. Valid names: "
@@ -246,4 +257,123 @@ def get_weights_entry(variant, name):
 
 
 def all_entries():
+    """The paper's and AugReg's entries (`family_entries` lists the later ViTs')."""
     return [entry for per_variant in REGISTRY.values() for entry in per_variant.values()]
+
+
+def family_entries():
+    return [entry for per_variant in FAMILY_REGISTRY.values() for entry in per_variant.values()]
+
+
+# --------------------------------------------------------------------------- later ViTs
+
+HF_URL = "https://huggingface.co"
+_NORMALIZATION_TEXT = {
+    None: "RGB in [0, 255] scaled to [-1, 1] (x / 127.5 - 1)",
+    "imagenet": "RGB in [0, 255] normalised with ImageNet's mean and std ((x / 255 - mean) / "
+                "std, mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225))",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class HubWeightsEntry(WeightsEntry):
+    """A later ViT's checkpoint on the Hugging Face hub: one `model.safetensors` (no PyTorch
+    needed to read it).
+
+    Attributes (besides `WeightsEntry`'s; `path` is `{repo}/resolve/{revision}/model.safetensors`):
+        repo: the hub repository (`facebook/dinov2-small`, `timm/...`).
+        revision: the branch or commit of the file.
+        layout: `"hf"` (a transformers `save_pretrained` file) or `"timm"`.
+        tanh_gelu: whether the weights were trained with the tanh-approximate GELU.
+        normalization: the input normalisation they expect (`ViT(input_normalization=...)`).
+        license: the weights' license, as timm's pretrained configuration or the model card
+            states it.
+    """
+
+    repo: str = None
+    revision: str = "main"
+    layout: str = "hf"
+    tanh_gelu: bool = False
+    normalization: str = None
+    license: str = None
+
+    @property
+    def url(self):
+        """Download URL; `$HF_ENDPOINT` (huggingface_hub's own variable, for mirrors)
+        replaces `https://huggingface.co`."""
+        base = os.environ.get("HF_ENDPOINT") or HF_URL
+        return base.rstrip("/") + "/" + urllib.parse.quote(self.path)
+
+    @property
+    def source_url(self):
+        return f"{HF_URL}/{self.repo}"
+
+    @property
+    def gelu_approximate(self):
+        return self.tanh_gelu
+
+    @property
+    def preprocessing(self):
+        size = self.resolution or "the native resolution"
+        return f"{_NORMALIZATION_TEXT[self.normalization]}; images resized to {size} x {size}"
+
+
+def _hub(variant, name, repo, layout, pretraining, resolution, finetuning=None, classes=None,
+         source=None, license=None):
+    from keras_vit.architectures import FAMILY_VARIANTS  # noqa: PLC0415 (plain data)
+
+    arch = FAMILY_VARIANTS[variant]
+    return HubWeightsEntry(
+        variant, name, f"{repo}/resolve/main/model.safetensors", source, pretraining,
+        finetuning, resolution, classes, has_pre_logits=False, repo=repo, layout=layout,
+        tanh_gelu=arch.get("gelu_approximate", True),
+        normalization=arch.get("input_normalization"), license=license)
+
+
+_DINOV2_SOURCE = "DINOv2 (Oquab et al. 2023), HF transformers port by Meta (model card)"
+_DINOV2_REG_SOURCE = "DINOv2 with registers (Darcet et al. 2024), HF transformers port by Meta"
+_SIGLIP_SOURCE = "SigLIP (Zhai et al. 2023) image tower from big_vision, as converted by timm"
+_MAE_SOURCE = "MAE (He et al. 2022) pre-trained encoder (mae_pretrain_vit_*.pth), timm's copy"
+_DEIT3_SOURCE = "DeiT-III (Touvron et al. 2022) deit_3_*.pth, timm's copy"
+
+
+def _build_families():
+    entries = {}
+
+    def add(entry):
+        entries.setdefault(entry.variant, {})[entry.name] = entry
+
+    for size, name in (("S", "small"), ("B", "base"), ("L", "large")):
+        add(_hub(f"DINOv2{size}14", "lvd142m", f"facebook/dinov2-{name}", "hf", "lvd142m", 518,
+                 source=_DINOV2_SOURCE, license="apache-2.0"))
+        add(_hub(f"DINOv2{size}14Reg4", "lvd142m", f"facebook/dinov2-with-registers-{name}", "hf",
+                 "lvd142m", 518, source=_DINOV2_REG_SOURCE, license="apache-2.0"))
+    for res in (224, 256, 384, 512):
+        add(_hub("SigLIPB16", "webli" if res == 224 else f"webli-{res}",
+                 f"timm/vit_base_patch16_siglip_{res}.webli", "timm", "webli", res,
+                 source=_SIGLIP_SOURCE, license="apache-2.0"))
+    for res in (384, 224):
+        add(_hub("SigLIPSo400m14", "webli" if res == 384 else f"webli-{res}",
+                 f"timm/vit_so400m_patch14_siglip_{res}.webli", "timm", "webli", res,
+                 source=_SIGLIP_SOURCE, license="apache-2.0"))
+    for variant, timm_name in (("MAEB16", "vit_base_patch16_224"),
+                               ("MAEL16", "vit_large_patch16_224"),
+                               ("MAEH14", "vit_huge_patch14_224")):
+        add(_hub(variant, "in1k", f"timm/{timm_name}.mae", "timm", "imagenet2012", 224,
+                 source=_MAE_SOURCE, license="cc-by-nc-4.0"))
+    for size, name in (("S", "small"), ("B", "base"), ("L", "large")):
+        for res in (224, 384):
+            suffix = "" if res == 224 else f"-{res}"
+            for tag, pretraining, ours in (("fb_in1k", "imagenet2012", "in1k"),
+                                           ("fb_in22k_ft_in1k", "imagenet21k", "in21k-ft-in1k")):
+                add(_hub(f"DeiT3{size}16", ours + suffix,
+                         f"timm/deit3_{name}_patch16_{res}.{tag}", "timm", pretraining, res,
+                         finetuning="imagenet2012", classes=1000, source=_DEIT3_SOURCE,
+                         license="apache-2.0"))
+    return entries
+
+
+FAMILY_REGISTRY = _build_families()
+# DeiT-III's "imagenet": the ImageNet-21k pre-trained classifier at 224 px (no top-1 is
+# recorded here to rank them by).
+FAMILY_ALIASES = {f"DeiT3{size}16": {"imagenet": "in21k-ft-in1k"} for size in "SBL"}

@@ -24,8 +24,17 @@ def stem_output_size(image_size, resnet_num_layers):
 
 def official_shapes(patch_size, hidden_size, num_layers, num_heads, mlp_dim, image_size=224,
                     classes=1000, representation_size=None, resnet_num_layers=None,
-                    resnet_width_factor=1, classifier="token", channels=3, include_top=True):
-    """{official key: shape} of a ViT checkpoint with this architecture and input size."""
+                    resnet_width_factor=1, classifier="token", channels=3, include_top=True,
+                    num_register_tokens=0, layer_scale_init_value=None, no_embed_class=False,
+                    class_token=None, fc_norm=False, position_embedding="learned_1d",
+                    pooling=None, **_ignored):
+    """{official key: shape} of a ViT checkpoint with this architecture and input size.
+
+    Takes `keras_vit.ViT`'s architecture arguments, the later ViTs' options included
+    (`num_register_tokens`, `layer_scale_init_value`, `no_embed_class`, `class_token`,
+    `fc_norm`, `classifier="map"` with `include_top` or `pooling="map"`); other `ViT`
+    arguments (`gelu_approximate`, ...) are accepted and change no shape.
+    """
     ph, pw = to_pair(patch_size, "patch_size")
     d, h = hidden_size, num_heads
     shapes = {}
@@ -49,12 +58,16 @@ def official_shapes(patch_size, hidden_size, num_layers, num_heads, mlp_dim, ima
                     shapes[f"{p}gn{i}/scale"] = shapes[f"{p}gn{i}/bias"] = (1, 1, 1, c)
                 in_channels = 4 * f
     fh, fw = stem_output_size(image_size, resnet_num_layers)
-    tokens = (fh // ph) * (fw // pw) + (classifier == "token")
+    class_token = classifier == "token" if class_token is None else class_token
+    tokens = (fh // ph) * (fw // pw) + (class_token and not no_embed_class)
     shapes["embedding/kernel"] = (ph, pw, in_channels, d)
     shapes["embedding/bias"] = (d,)
-    if classifier == "token":
+    if class_token:
         shapes["cls"] = (1, 1, d)
-    shapes[POS_EMBED_KEY] = (1, tokens, d)
+    if position_embedding in ("learned_1d", "sincos_2d"):
+        shapes[POS_EMBED_KEY] = (1, tokens, d)
+    if num_register_tokens:
+        shapes["registers"] = (1, num_register_tokens, d)
     for i in range(num_layers):
         p = f"Transformer/encoderblock_{i}/"
         mha = p + "MultiHeadDotProductAttention_1/"
@@ -69,7 +82,26 @@ def official_shapes(patch_size, hidden_size, num_layers, num_heads, mlp_dim, ima
         shapes[p + "MlpBlock_3/Dense_0/bias"] = (mlp_dim,)
         shapes[p + "MlpBlock_3/Dense_1/kernel"] = (mlp_dim, d)
         shapes[p + "MlpBlock_3/Dense_1/bias"] = (d,)
-    shapes["Transformer/encoder_norm/scale"] = shapes["Transformer/encoder_norm/bias"] = (d,)
+        if layer_scale_init_value is not None:
+            shapes[p + "LayerScale_1/scale"] = shapes[p + "LayerScale_3/scale"] = (d,)
+    if fc_norm:
+        if include_top or pooling is not None:
+            shapes["fc_norm/scale"] = shapes["fc_norm/bias"] = (d,)
+    else:
+        shapes["Transformer/encoder_norm/scale"] = shapes["Transformer/encoder_norm/bias"] = (d,)
+    if classifier == "map" and (include_top or pooling == "map"):
+        head = "MAPHead_0/"
+        shapes[head + "probe"] = (1, 1, d)
+        for name in ("query", "key", "value"):
+            shapes[f"{head}MultiHeadDotProductAttention_0/{name}/kernel"] = (d, h, d // h)
+            shapes[f"{head}MultiHeadDotProductAttention_0/{name}/bias"] = (h, d // h)
+        shapes[head + "MultiHeadDotProductAttention_0/out/kernel"] = (h, d // h, d)
+        shapes[head + "MultiHeadDotProductAttention_0/out/bias"] = (d,)
+        shapes[head + "LayerNorm_0/scale"] = shapes[head + "LayerNorm_0/bias"] = (d,)
+        shapes[head + "MlpBlock_0/Dense_0/kernel"] = (d, mlp_dim)
+        shapes[head + "MlpBlock_0/Dense_0/bias"] = (mlp_dim,)
+        shapes[head + "MlpBlock_0/Dense_1/kernel"] = (mlp_dim, d)
+        shapes[head + "MlpBlock_0/Dense_1/bias"] = (d,)
     if include_top:
         width = d
         if representation_size:
@@ -83,9 +115,14 @@ def official_shapes(patch_size, hidden_size, num_layers, num_heads, mlp_dim, ima
 
 def entry_shapes(entry):
     """The shapes a registry entry's file must have (resolution 224 where unpublished)."""
-    from keras_vit.architectures import VARIANTS  # noqa: PLC0415
+    from keras_vit.architectures import FAMILY_VARIANTS, VARIANTS  # noqa: PLC0415
 
-    arch = VARIANTS[entry.variant]
+    arch = {**VARIANTS, **FAMILY_VARIANTS}[entry.variant]
+    if entry.variant in FAMILY_VARIANTS:  # the published files: backbones, or with a head
+        return official_shapes(image_size=entry.resolution, classes=entry.num_classes,
+                               include_top=entry.num_classes is not None,
+                               pooling="map" if arch.get("classifier") == "map" else None,
+                               **arch)
     return official_shapes(
         image_size=entry.resolution or 224,
         classes=entry.num_classes,
