@@ -12,6 +12,12 @@ Studies (each run several seeds; a markdown table of mean +- std test accuracy a
   (`--label-fraction`) from scratch vs from a backbone pre-trained by masked patch prediction
   (Sec. 4.6) on all training images without labels; same fine-tuning budget for both.
 
+Every run reports two numbers: the test accuracy of the trained classifier, and, as the
+paper's position-embedding table does, the few-shot linear accuracy of its frozen
+representation (`keras_vit.evaluation`: the closed-form least squares on `--fewshot-shots`
+images per class of the training split, averaged over `--fewshot-seeds` draws, scored on the
+test split).
+
 Runs on the embedded `digits` data by default, or on any dataset of the pipeline.
 
     keras-vit ablate --output runs/ablate                      # all studies, 3 seeds
@@ -83,6 +89,11 @@ def add_parser(subparsers):
     p.add_argument("--pretrain-epochs", type=int, default=100,
                    help="pretraining study: epochs of masked patch prediction")
     p.add_argument("--image-size", type=int, help="default: 8 for digits, else 32")
+    p.add_argument("--weight-decay-on", choices=("kernels", "all"), default="kernels",
+                   help="AdamW's decay (0.05) on weight matrices only (default) or on all")
+    p.add_argument("--fewshot-shots", type=int, default=5,
+                   help="images per class of the few-shot linear evaluation (5; 0: skip it)")
+    p.add_argument("--fewshot-seeds", type=int, default=3, help="draws of those shots (3)")
     p.add_argument("--output", default="runs/ablate")
     return p
 
@@ -99,6 +110,8 @@ def run(args, log=print) -> int:
         raise UsageError(f"--fractions must lie in (0, 1], got {args.fractions}.")
     if args.seeds < 1 or args.epochs < 1:
         raise UsageError("--seeds and --epochs must be positive.")
+    if args.fewshot_shots < 0 or args.fewshot_seeds < 1:
+        raise UsageError("--fewshot-shots must be >= 0 and --fewshot-seeds >= 1.")
 
     import tf_data
 
@@ -109,14 +122,22 @@ def run(args, log=print) -> int:
     start = time.time()
     for study in studies:
         for setting in settings(study, args.gap_lr_factor, fractions, args.label_fraction):
-            accuracies = []
+            accuracies, fewshot = [], []
             for seed in range(args.seeds):
-                accuracies.append(train_and_test(setting, source, size, seed, args))
+                accuracy, linear = train_and_test(setting, source, size, seed, args)
+                accuracies.append(accuracy)
+                fewshot.append(linear)
             row = dict(study=study, setting=setting.name, model=setting.model,
                        fraction=setting.train_fraction, accuracies=accuracies,
                        mean=float(np.mean(accuracies)), std=float(np.std(accuracies)))
+            line = f"{study:>10} | {setting.name:<18} | {100 * row['mean']:.2f} +- {100 * row['std']:.2f}"
+            if args.fewshot_shots:
+                row.update(fewshot_shots=args.fewshot_shots, fewshot=fewshot,
+                           fewshot_mean=float(np.mean(fewshot)), fewshot_std=float(np.std(fewshot)))
+                line += (f" | {args.fewshot_shots}-shot {100 * row['fewshot_mean']:.2f} +- "
+                         f"{100 * row['fewshot_std']:.2f}")
             results.append(row)
-            log(f"{study:>10} | {setting.name:<18} | {100 * row['mean']:.2f} +- {100 * row['std']:.2f}")
+            log(line)
     table = markdown_table(results, args, time.time() - start)
     log("\n" + table)
     with open(os.path.join(args.output, "ablation.md"), "w") as f:
@@ -128,10 +149,12 @@ def run(args, log=print) -> int:
 
 
 def train_and_test(setting, source, size, seed, args):
-    """Trains one setting with one seed; returns its test accuracy."""
+    """Trains one setting with one seed; returns its test accuracy and the few-shot linear
+    accuracy of its frozen representation (mean over the shot draws; None when skipped)."""
     import keras
 
     import tf_data
+    from applications.modeling import group
     from keras_vit.schedules import WarmupDecay
 
     keras.utils.set_random_seed(seed)
@@ -149,11 +172,33 @@ def train_and_test(setting, source, size, seed, args):
         load_pretrained_backbone(model, source, setting, size, seed, args)
     schedule = WarmupDecay(args.lr * setting.lr_factor, total_steps=steps * args.epochs,
                            warmup_steps=steps * max(1, args.epochs // 10))
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0),
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.05, global_clipnorm=1.0)
+    model.compile(optimizer=group(optimizer, weight_decay_on=getattr(args, "weight_decay_on",
+                                                                     "kernels")),
                   loss=keras.losses.SparseCategoricalCrossentropy(),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     model.fit(train, epochs=args.epochs, verbose=0)
-    return float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    accuracy = float(model.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    shots = getattr(args, "fewshot_shots", 0)
+    if not shots:
+        return accuracy, None
+    return accuracy, fewshot_linear(model, source, config, shots, args.fewshot_seeds)
+
+
+def fewshot_linear(model, source, config, shots, seeds):
+    """Few-shot linear accuracy of `model`'s frozen representation (what its head reads):
+    shots drawn from the training split, scored on the test split; mean over the draws."""
+    import tf_data
+    from keras_vit import evaluation
+
+    representation = evaluation.representation_model(model)
+    train_x, train_y = evaluation.extract(
+        representation, tf_data.build_dataset(source, "train", config, training=False))
+    test_x, test_y = evaluation.extract(
+        representation, tf_data.build_dataset(source, "test", config, training=False))
+    result = evaluation.fewshot_accuracy(train_x, train_y, test_x, test_y, shots=(shots,),
+                                         seeds=seeds, num_classes=len(source.class_names))
+    return result[shots]["mean"]
 
 
 def load_pretrained_backbone(model, source, setting, size, seed, args):
@@ -184,16 +229,25 @@ def build(setting, input_shape, classes):
 def markdown_table(results, args, seconds):
     import keras
 
+    shots = getattr(args, "fewshot_shots", 0)
     lines = [
         f"Test accuracy (%) on `{args.dataset}`, mean +- std over {args.seeds} seeds, "
         f"{args.epochs} epochs each; backend {keras.backend.backend()}; {seconds / 60:.1f} min.",
-        "",
-        "| study | setting | accuracy | runs |",
-        "|---|---|---|---|",
     ]
+    if shots:
+        lines.append(f"{shots}-shot linear: the closed-form least squares on the frozen "
+                     f"representation of {shots} training images per class, mean over "
+                     f"{args.fewshot_seeds} draws per trained model.")
+    lines += ["", "| study | setting | accuracy | runs |" + (f" {shots}-shot linear | runs |"
+                                                             if shots else ""),
+              "|---|---|---|---|" + ("---|---|" if shots else "")]
     for r in results:
         runs = ", ".join(f"{100 * a:.1f}" for a in r["accuracies"])
-        lines.append(f"| {r['study']} | {r['setting']} | {100 * r['mean']:.2f} +- {100 * r['std']:.2f} | {runs} |")
+        line = f"| {r['study']} | {r['setting']} | {100 * r['mean']:.2f} +- {100 * r['std']:.2f} | {runs} |"
+        if shots:
+            few = ", ".join(f"{100 * a:.1f}" for a in r["fewshot"])
+            line += f" {100 * r['fewshot_mean']:.2f} +- {100 * r['fewshot_std']:.2f} | {few} |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

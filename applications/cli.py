@@ -4,6 +4,7 @@
     keras-vit finetune --dataset cifar10 --model ViTB16 --weights ViT-B_16.npz
     keras-vit evaluate --output runs/digits [--split test]
     keras-vit predict  --output runs/digits image.png ...
+    keras-vit fewshot  runs/digits --shots 1,5,10,25
 
 The backend is chosen with the KERAS_BACKEND environment variable
 (tensorflow, jax or torch). Exit codes: 0 success, 1 failure, 2 bad input
@@ -26,7 +27,7 @@ TF_INSTALL = ('pip install "tensorflow>=2.21" tensorflow-datasets tensorboard (o
               'of keras-vit: pip install -c constraints.txt ".[tf,jax]")')
 
 # Subcommands living in their own module, each with `add_parser(subparsers)` and `run(args)`.
-MODULE_COMMANDS = ("pretrain", "ablate", "visualize", "export", "convert")
+MODULE_COMMANDS = ("pretrain", "ablate", "visualize", "export", "convert", "fewshot")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +176,7 @@ def _validate(config) -> None:
         ("steps_per_execution", config.steps_per_execution >= 1, ">= 1"),
         ("lr", config.lr > 0, "> 0"),
         ("weight_decay", config.weight_decay >= 0, ">= 0"),
+        ("layer_decay", config.layer_decay is None or 0 < config.layer_decay <= 1, "in (0, 1]"),
         ("crop_min_area", 0 < config.crop_min_area <= 1, "in (0, 1]"),
         ("mixup", config.mixup >= 0, ">= 0"),
         ("cutmix", config.cutmix >= 0, ">= 0"),

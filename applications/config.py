@@ -56,6 +56,8 @@ class RunConfig:
     lr: float = 1e-3
     optimizer: str = "adamw"
     weight_decay: float = 0.0
+    weight_decay_on: str = "kernels"
+    layer_decay: float | None = None
     momentum: float = 0.9
     beta_1: float = 0.9
     beta_2: float = 0.999
@@ -89,6 +91,8 @@ class RunConfig:
         """Inverse of `to_json`; unknown keys are ignored, pairs become tuples."""
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
+        # Runs saved before kernel-only weight decay decayed every variable: --resume keeps it.
+        kwargs.setdefault("weight_decay_on", "all")
         for key in ("image_size", "patch_size", "randaugment"):
             if isinstance(kwargs.get(key), list):
                 kwargs[key] = tuple(kwargs[key])

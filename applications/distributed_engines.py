@@ -258,8 +258,9 @@ def reduce_gradients_before_clipping(optimizer, strategy) -> None:
     """
     import tensorflow as tf
 
-    # A LossScaleOptimizer (mixed float16) clips in its inner optimizer.
-    optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+    # A LossScaleOptimizer (mixed float16) or GroupedOptimizer clips in its inner optimizer.
+    while hasattr(optimizer, "inner_optimizer"):
+        optimizer = optimizer.inner_optimizer
     if strategy.num_replicas_in_sync < 2 or getattr(optimizer, "_reduces_before_clip", False):
         return
     if not (optimizer.global_clipnorm or optimizer.clipnorm or optimizer.clipvalue):

@@ -125,8 +125,14 @@ def build_model(config, arch: dict, num_classes: int) -> keras.Model:
     return model
 
 
-def make_optimizer(config, plan: TrainingPlan) -> keras.optimizers.Optimizer:
-    """AdamW (pre-training) or SGD+momentum (fine-tuning) on a warmup/decay schedule."""
+def make_optimizer(config, plan: TrainingPlan, model: keras.Model | None = None
+                   ) -> keras.optimizers.Optimizer:
+    """AdamW (pre-training) or SGD+momentum (fine-tuning) on a warmup/decay schedule.
+
+    The weight decay applies to kernels only unless --weight-decay-on all; --layer-decay gives
+    each block its own learning rate (both through `keras_vit.optimizers.GroupedOptimizer`,
+    which the saved model keeps).
+    """
     schedule = WarmupDecay(
         base_lr=config.lr,
         total_steps=plan.total_steps,
@@ -141,10 +147,32 @@ def make_optimizer(config, plan: TrainingPlan) -> keras.optimizers.Optimizer:
     if config.optimizer == "sgd":
         if config.weight_decay:
             common["weight_decay"] = config.weight_decay
-        return keras.optimizers.SGD(momentum=config.momentum, **common)
-    return keras.optimizers.AdamW(
-        weight_decay=config.weight_decay, beta_1=config.beta_1, beta_2=config.beta_2, **common
-    )
+        optimizer = keras.optimizers.SGD(momentum=config.momentum, **common)
+    else:
+        optimizer = keras.optimizers.AdamW(
+            weight_decay=config.weight_decay, beta_1=config.beta_1, beta_2=config.beta_2,
+            **common)
+    return group(optimizer, model, weight_decay_on=getattr(config, "weight_decay_on", "kernels"),
+                 layer_decay=getattr(config, "layer_decay", None))
+
+
+def group(optimizer, model=None, weight_decay_on="kernels", layer_decay=None):
+    """`optimizer` with kernel-only weight decay and layer decay where they change anything."""
+    from keras_vit import optimizers
+
+    decays = bool(optimizer.weight_decay) and weight_decay_on != "all"
+    if not decays and not layer_decay:
+        return optimizer
+    multipliers = None
+    if layer_decay:
+        if model is None:
+            raise ValueError("Layer decay needs the model.")
+        try:
+            multipliers = optimizers.layer_decay(model, layer_decay)
+        except ValueError as e:
+            raise UsageError(f"--layer-decay: {e}") from e
+    return optimizers.GroupedOptimizer(optimizer, lr_multipliers=multipliers,
+                                       weight_decay_on=weight_decay_on)
 
 
 def loss_and_metrics(num_classes: int, one_hot: bool, label_smoothing: float = 0.0):
@@ -187,7 +215,8 @@ def create_training_objects(config, arch: dict, num_classes: int, plan: Training
     # Weighted metrics: identical without sample weights (training), and exact
     # on the zero-weight padding that sharded evaluation (JAX) appends to the
     # last batch, where plain `metrics` would count the padding.
-    model.compile(optimizer=make_optimizer(config, plan), loss=loss, weighted_metrics=metrics,
+    model.compile(optimizer=make_optimizer(config, plan, model), loss=loss,
+                  weighted_metrics=metrics,
                   steps_per_execution=config.steps_per_execution)
     return model
 

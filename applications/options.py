@@ -95,7 +95,15 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     length.add_argument("--steps", type=int, help="total optimizer steps (instead of --epochs)")
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--optimizer", choices=("adamw", "sgd"))
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--weight-decay", type=float, help="decoupled weight decay (train 0.1, "
+                   "finetune 0)")
+    g.add_argument("--weight-decay-on", choices=("kernels", "all"),
+                   help="kernels (default): only weight matrices decay, not biases, norms, "
+                   "position embeddings or tokens (big_vision's rule); all: every variable")
+    g.add_argument("--layer-decay", type=float, metavar="FACTOR",
+                   help="layer-wise learning-rate decay for fine-tuning, e.g. 0.75: block i of L "
+                   "learns at FACTOR^(L-i) x lr, the embeddings at FACTOR^(L+1), the head at lr "
+                   "(off)")
     g.add_argument("--momentum", type=float, help="SGD momentum (0.9)")
     g.add_argument("--beta-1", type=float)
     g.add_argument("--beta-2", type=float)

@@ -38,6 +38,8 @@ def add_parser(subparsers):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--weight-decay-on", choices=("kernels", "all"), default="kernels",
+                   help="kernels (default): weight matrices only; all: every variable")
     p.add_argument("--mask-ratio", type=float, default=0.5)
     p.add_argument("--target", choices=TARGETS, default="mean_color")
     p.add_argument("--seed", type=int, default=0)
@@ -65,7 +67,7 @@ def architecture(args):
 
 
 def pretrain(source, arch, *, epochs, batch_size, lr, weight_decay=0.05, mask_ratio=0.5,
-             target="mean_color", seed=0, verbose=0):
+             target="mean_color", seed=0, verbose=0, weight_decay_on="kernels"):
     """Pre-trains a backbone on `source`'s training images.
 
     Returns:
@@ -75,6 +77,7 @@ def pretrain(source, arch, *, epochs, batch_size, lr, weight_decay=0.05, mask_ra
 
     import keras_vit
     import tf_data
+    from applications.modeling import group
     from keras_vit.schedules import WarmupDecay
 
     keras.utils.set_random_seed(seed)
@@ -86,8 +89,8 @@ def pretrain(source, arch, *, epochs, batch_size, lr, weight_decay=0.05, mask_ra
     backbone = keras_vit.ViT(**arch, include_top=False, name="backbone")
     mpp = keras_vit.MaskedPatchPrediction(backbone, mask_ratio=mask_ratio, target=target, seed=seed)
     schedule = WarmupDecay(lr, total_steps=steps * epochs, warmup_steps=steps * max(1, epochs // 10))
-    mpp.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay,
-                                                 global_clipnorm=1.0))
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=1.0)
+    mpp.compile(optimizer=group(optimizer, weight_decay_on=weight_decay_on))
     history = mpp.fit(train, epochs=epochs, verbose=verbose)
     return mpp, history, config
 
@@ -129,12 +132,13 @@ def run(args, log=print) -> int:
     mpp, history, config = pretrain(
         source, arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, mask_ratio=args.mask_ratio, target=args.target,
-        seed=args.seed, verbose=2)
+        seed=args.seed, verbose=2, weight_decay_on=args.weight_decay_on)
     seconds = time.time() - start
     mpp.backbone.save(os.path.join(args.output, "backbone.keras"))
     save_npz(mpp.backbone, os.path.join(args.output, "backbone.npz"))
     metrics = dict(dataset=args.dataset, backend=keras.backend.backend(), architecture=arch,
                    target=args.target, mask_ratio=args.mask_ratio, epochs=args.epochs,
+                   weight_decay=args.weight_decay, weight_decay_on=args.weight_decay_on,
                    train_seconds=round(seconds, 1),
                    first_epoch_loss=float(history.history["loss"][0]),
                    final_train_loss=float(history.history["loss"][-1]))

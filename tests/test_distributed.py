@@ -28,10 +28,13 @@ BACKEND = keras.backend.backend()
 ARCH = dict(image_size=8, patch_size=2, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
 # A small ViT on digits; no dropout or augmentation randomness; SGD with a
 # global-norm clip that is active (without reduce_gradients_before_clipping,
-# MirroredStrategy's loss after 8 steps is 6e-3 off, relative).
+# MirroredStrategy's loss after 8 steps is 6e-3 off, relative), kernel-only weight decay
+# and layer decay (keras_vit.optimizers.GroupedOptimizer: each strategy must apply them
+# as one device does).
 TINY = ["--dataset", "digits", "--hidden-size", "16", "--num-layers", "1", "--num-heads", "2",
         "--mlp-dim", "32", "--dropout-rate", "0", "--crop-min-area", "1", "--optimizer", "sgd",
-        "--lr", "1", "--clipnorm", "0.2", "--weight-decay", "0", "--verbose", "0"]
+        "--lr", "1", "--clipnorm", "0.2", "--weight-decay", "0.01", "--layer-decay", "0.5",
+        "--verbose", "0"]
 
 
 def only(engine):
@@ -180,6 +183,7 @@ def test_tf_mirrored_two_logical_cpus_equals_one_device(tmp_path):
                                  strategy, "--batch-size", "64", "--steps", "8", *{TINY!r}],
                                 f"{{out}}/{{strategy}}.npz")
             assert rc == 0, rc
+            assert type(model.optimizer).__name__ == "GroupedOptimizer", model.optimizer
         """
     result = _run_script(script, {}, timeout=240)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -213,6 +217,7 @@ def test_jax_data_parallel_and_2x2_model_parallel_equal_one_device(tmp_path):
                                  strategy, "--batch-size", "64", "--steps", "8", *extra,
                                  *{TINY!r}], f"{{out}}/{{strategy}}.npz")
             assert rc == 0, rc
+            assert type(model.optimizer).__name__ == "GroupedOptimizer", model.optimizer
             # (partition spec, devices, the shape one device holds) per variable
             shardings = {{v.path: [list(getattr(v.value.sharding, "spec", [])),
                                    len(v.value.sharding.device_set),

@@ -32,7 +32,8 @@ BACKEND = keras.backend.backend()
 STRATEGY = {"tensorflow": "multi_worker", "jax": "data_parallel", "torch": "ddp"}[BACKEND]
 TINY = ["--dataset", "digits", "--hidden-size", "16", "--num-layers", "1", "--num-heads", "2",
         "--mlp-dim", "32", "--dropout-rate", "0", "--crop-min-area", "1", "--optimizer", "sgd",
-        "--lr", "1", "--clipnorm", "0.2", "--weight-decay", "0", "--verbose", "0"]
+        "--lr", "1", "--clipnorm", "0.2", "--weight-decay", "0.01", "--layer-decay", "0.5",
+        "--verbose", "0"]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL and fork-safe ports")
 
 

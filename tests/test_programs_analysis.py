@@ -92,8 +92,13 @@ def test_ablate_runs_end_to_end_and_writes_table_and_plot(tmp_path):
     for r in results:
         assert len(r["accuracies"]) == seeds and all(0 <= a <= 1 for a in r["accuracies"])
         assert r["mean"] == pytest.approx(np.mean(r["accuracies"]))
+        # ... and the paper's few-shot linear accuracy of each trained model's features.
+        assert r["fewshot_shots"] == 5 and len(r["fewshot"]) == seeds
+        assert all(0 <= a <= 1 for a in r["fewshot"])
+        assert r["fewshot_mean"] == pytest.approx(np.mean(r["fewshot"]))
     table = (out / "ablation.md").read_text()
     assert "| data_scale | vit 50% |" in table and f"mean +- std over {seeds} seeds" in table
+    assert "| 5-shot linear | runs |" in table
     pixels = np.asarray(Image.open(out / "ablation.png").convert("L"), dtype=float)
     assert pixels.std() > 5
 
