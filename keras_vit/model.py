@@ -16,7 +16,7 @@ import inspect
 
 import keras
 
-from keras_vit import checkpoint
+from keras_vit import checkpoint, kernels
 from keras_vit.layers.attention_pooling import MultiheadAttentionPooling
 from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.patch_encoder import PatchEncoder, check_position_embedding
@@ -68,6 +68,22 @@ class VisionTransformer(keras.Model):
         if self.built and getattr(self, "optimizer", None) is not None:
             self.optimizer.build(self.trainable_variables)
 
+    def make_train_function(self, force=False):
+        # PyTorch with jit_compile=True: the forward pass and loss compiled as one graph, the
+        # optimizer eager (keras_vit/kernels/torch_step.py: Keras' own step recompiles per
+        # layer class); Keras' step where that does not apply.
+        if (keras.backend.backend() == "torch" and self.jit_compile
+                and (force or self.train_function is None)):
+            from keras_vit.kernels import torch_step  # noqa: PLC0415 (the torch backend only)
+
+            step = torch_step.make_train_function(
+                self, lambda: super(VisionTransformer, self).make_train_function(force=True)
+                or self.train_function)
+            if step is not None:
+                self.train_function = step
+                return step
+        return super().make_train_function(force)
+
     def _resolve_auto_jit_compile(self):
         # What "auto" means, for `compile` and for a model that was never compiled.
         if keras.backend.backend() == "tensorflow":
@@ -82,9 +98,7 @@ class VisionTransformer(keras.Model):
     def _cpu_runs_faster_in_graph(self):
         """TensorFlow: without a GPU, whether the encoder's forward multiply-adds per image
         (tokens x weights per block) reach `CPU_WITHOUT_XLA_MACS`."""
-        import tensorflow as tf  # noqa: PLC0415 (the tensorflow backend only)
-
-        if tf.config.list_logical_devices("GPU"):
+        if kernels.device() != "cpu":
             return False
         try:
             macs = sum(block.input.shape[1] * block.count_params()

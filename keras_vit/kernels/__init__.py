@@ -98,6 +98,19 @@ def attention(qkv, num_queries=None, logit_bias=None, return_probabilities=False
                                     dropout, training)
 
 
+def device():
+    """The kind of device the primitives choose their kernels for: "cpu", "gpu" or "tpu".
+    Each backend module reads it in one place (JAX `_platform`, TensorFlow `_on_gpu`, PyTorch
+    `_on_cuda`), which tests/test_kernel_dispatch.py forces to run the GPU branches on a CPU.
+
+    Example:
+
+    >>> device() in ("cpu", "gpu", "tpu")
+    True
+    """
+    return implementation.device()
+
+
 def describe():
     """Which implementation each primitive uses here, as {primitive: description}, with the
     backend and its default device; choices made by measurement (PyTorch's products, JAX's
@@ -108,23 +121,4 @@ def describe():
     >>> sorted(describe())[:3]
     ['affine', 'attention', 'backend']
     """
-    return {"backend": BACKEND, "device": _device(), **implementation.describe()}
-
-
-def _device():
-    try:
-        if BACKEND == "jax":
-            import jax  # noqa: PLC0415
-
-            return jax.default_backend()
-        if BACKEND == "torch":
-            import torch  # noqa: PLC0415
-
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        if BACKEND == "tensorflow":
-            import tensorflow as tf  # noqa: PLC0415
-
-            return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
-    except ImportError:
-        pass
-    return "cpu"
+    return {"backend": BACKEND, "device": device(), **implementation.describe()}

@@ -37,7 +37,12 @@ CUDNN_CHOICES = {}
 
 
 def _platform():
+    """"cpu", "gpu" or "tpu": the one place this module reads the device (tests force it)."""
     return jax.default_backend()
+
+
+def device():
+    return _platform()
 
 
 def attention(qkv, num_queries=None, logit_bias=None, return_probabilities=False,

@@ -161,6 +161,11 @@ def _statistics_dtype(x):
     return keras.backend.result_type(x.dtype, "float32")
 
 
+def device():
+    """The portable definitions choose nothing by device."""
+    return "cpu"
+
+
 def describe():
     """Which implementation each primitive takes here: these, the portable definitions."""
     return {

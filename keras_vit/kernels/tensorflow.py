@@ -56,7 +56,13 @@ def _in_plain_graph():
 
 @functools.cache
 def _on_gpu():
+    """The one place TensorFlow's kernels (and `VisionTransformer`'s XLA choice) read the device
+    (tests force it)."""
     return bool(tf.config.list_logical_devices("GPU"))
+
+
+def device():
+    return "gpu" if _on_gpu() else "cpu"
 
 
 # --------------------------------------------------------------------------- affine

@@ -13,6 +13,7 @@ oneDNN"), which held on the AMD EPYC machines it was tuned on and cost 26% on an
 (ViT-B/16 inference, issue 22).
 """
 
+import contextlib
 import functools
 import threading
 import time
@@ -56,6 +57,11 @@ def product_choice(rows, kernel):
     than `addmm` for this shape and dtype (with gradients if they are recorded). Measured once
     per shape in eager calls, cached in `PRODUCT_CHOICES`; inside torch.compile, and for tiny
     products, `addmm`."""
+    if _compiling():
+        # First: Dynamo would otherwise trace the probes and the choices' dict, graph-breaking
+        # on `_onednn_linear`'s cache and guarding on the dict (a recompilation per new
+        # entry); Inductor picks the CPU's product kernels itself.
+        return "addmm"
     if (rows.device.type != "cpu" or rows.dtype not in (torch.float32, torch.bfloat16)
             or _onednn_linear() is None):
         return "addmm"
@@ -67,7 +73,7 @@ def product_choice(rows, kernel):
     key = (n, d_in, d_out, rows.dtype, grad)
     choice = PRODUCT_CHOICES.get(key)
     if choice is None:
-        if _compiling() or not _onednn_linear_takes(rows.dtype):
+        if not _onednn_linear_takes(rows.dtype):
             return "addmm"
         choice = PRODUCT_CHOICES[key] = _measure_on_own_thread(n, d_in, d_out, rows.dtype, grad)
     return choice
@@ -89,8 +95,23 @@ def _measure_on_own_thread(*args):
 
 
 def _compiling():
+    """Inside `torch.compile`, or while `tracing()`: the public product, no measurement."""
     compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
+    return bool(_TRACING or (compiler is not None and compiler.is_compiling()))
+
+
+_TRACING = []
+
+
+@contextlib.contextmanager
+def tracing():
+    """Marks a trace of the primitives into a graph for a compiler (`torch_step`'s `make_fx`):
+    they then take the forms a compiler takes (`_compiling`), and measure nothing."""
+    _TRACING.append(True)
+    try:
+        yield
+    finally:
+        _TRACING.pop()
 
 
 def _measure_product(n, d_in, d_out, dtype, grad, repeats=5):
@@ -249,13 +270,24 @@ def attention(qkv, num_queries=None, logit_bias=None, return_probabilities=False
     return attended.transpose(1, 2), None
 
 
+@functools.cache
+def _on_cuda():
+    """The one place this module reads the default device (tests force it); the products
+    choose by their operands' device."""
+    return torch.cuda.is_available()
+
+
+def device():
+    return "gpu" if _on_cuda() else "cpu"
+
+
 def describe():
     choices = {f"{n}x{i}->{o} {str(d).replace('torch.', '')}{' +grad' if g else ''}": c
                for (n, i, o, d, g), c in sorted(PRODUCT_CHOICES.items(), key=str)}
     onednn = ("oneDNN linear where measured faster, per shape: "
               + (", ".join(f"{k}: {v}" for k, v in choices.items()) or "none measured yet")
               if _onednn_linear() is not None else "oneDNN linear unavailable")
-    cuda = torch.cuda.is_available()
+    cuda = _on_cuda()
     return {
         "affine": f"torch: addmm; {onednn}",
         "gelu": "torch: F.gelu, in place without gradients",
