@@ -15,13 +15,13 @@ module (PyTorch, float32, eval mode).
 import keras
 import numpy as np
 import pytest
+from conftest import once, require
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-safetensors_torch = pytest.importorskip("safetensors.torch")
+torch = require("torch")
+transformers = require("transformers")
+require("safetensors.torch")
 
 import keras_vit  # noqa: E402
-from conftest import once  # noqa: E402
 from family_files import (  # noqa: E402
     D, FAMILIES, HEADS, dinov2_original, dinov2_timm_registers, hf_model, mae_original, nchw,
     randomise, relative_error, save_safetensors, save_torch, siglip_big_vision, siglip_timm,

@@ -18,15 +18,15 @@ import numpy as np
 import pytest
 
 import keras_vit
-from conftest import once
+from conftest import once, require
 from keras_vit.architectures import FAMILY_VARIANTS
 from keras_vit.weights import registry
 from keras_vit.weights.download import WeightsIntegrityError
 from keras_vit.weights.shapes import entry_shapes, official_shapes
 from numpy_vit import deit3_forward, make_deit3_state
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = require("torch")
+transformers = require("transformers")
 
 from family_files import (  # noqa: E402
     D, HEADS, LAYERS, MLP, hf_model, mae_original, nchw, randomise, relative_error,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import keras_vit
-from conftest import once
+from conftest import once, require
 from keras_vit.layers import LayerScale, MultiheadAttentionPooling, RegisterTokens, TokenPooling
 from keras_vit.layers.patch_encoder import PatchEncoder
 from keras_vit.layers.sincos import sincos_2d_position_embedding
@@ -86,23 +86,18 @@ def test_neutral_options_equal_the_paper_model_bit_for_bit(rng):
 def deit3(tmp_path_factory):
     """Random weights written as the published DeiT-III `.pth` ({"model": state dict}) and as
     timm's `deit3_*` safetensors (`ls1.gamma` / `ls2.gamma` names)."""
-    from safetensors.numpy import save_file
-
+    save_file = require("safetensors.numpy").save_file
     rng = np.random.default_rng(3)
     state = make_deit3_state(rng)
     root = tmp_path_factory.mktemp("deit3")
     timm_state = {k.replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma"): v
                   for k, v in state.items()}
     save_file(timm_state, str(root / "deit3_tiny.safetensors"))
-    paths = {"timm": str(root / "deit3_tiny.safetensors")}
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    if torch is not None:
-        torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}},
-                   root / "deit_3_tiny_224_1k.pth")
-        paths["original"] = str(root / "deit_3_tiny_224_1k.pth")
+    torch = require("torch")  # the original files are torch pickles
+    torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}},
+               root / "deit_3_tiny_224_1k.pth")
+    paths = {"timm": str(root / "deit3_tiny.safetensors"),
+             "original": str(root / "deit_3_tiny_224_1k.pth")}
     # DeiT-III normalises with ImageNet mean and std: inputs of that range.
     images = rng.standard_normal((2, 32, 32, 3)).astype("float32")
     logits, tokens = deit3_forward(state, images)
@@ -117,8 +112,6 @@ def _deit3(weights, **kwargs):
 
 @pytest.mark.parametrize("layout", ["original", "timm"])
 def test_deit3_matches_the_numpy_reference(deit3, layout):
-    if layout not in deit3["paths"]:
-        pytest.skip("writing the original .pth needs PyTorch")
     model = _deit3(deit3["paths"][layout])
     blocks = [l for l in model.layers if isinstance(l, keras_vit.TransformerBlock)]
     assert all(b.gelu_approximate is False for b in blocks)  # timm-layout files: exact GELU
