@@ -37,6 +37,14 @@ class RunConfig:
     classifier: str | None = None
     position_embedding: str | None = None
     representation_size: int | None = None
+    # The later ViTs' options (keras_vit.ViT's names); None: the paper's.
+    num_register_tokens: int | None = None
+    layer_scale_init_value: float | None = None
+    no_embed_class: bool | None = None
+    class_token: bool | None = None
+    fc_norm: bool | None = None
+    gelu_approximate: bool | None = None
+    input_normalization: Any = None
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     stochastic_depth_rate: float = 0.0
@@ -104,7 +112,7 @@ class RunConfig:
 
         arch: dict[str, Any] = {}
         if self.model:
-            arch.update(keras_vit.VARIANTS[self.model])
+            arch.update({**keras_vit.VARIANTS, **keras_vit.FAMILY_VARIANTS}[self.model])
         for key in ARCH_KEYS:
             value = getattr(self, key)
             if value is not None:
@@ -168,7 +176,8 @@ def resolve(command: str, explicit: dict) -> RunConfig:
 
 
 def canonical_variant(name: str) -> str:
-    """Maps "ViTB16", "vit-b/16", "B16", "ViT-B_16" to the key of keras_vit.VARIANTS.
+    """Maps "ViTB16", "vit-b/16", "B16", "ViT-B_16" to the key of keras_vit.VARIANTS, and a
+    later ViT's name ("DINOv2S14", "dinov2-s14") to its key of keras_vit.FAMILY_VARIANTS.
 
     Raises:
         UsageError: Listing the valid names.
@@ -181,11 +190,13 @@ def canonical_variant(name: str) -> str:
 
     table = {norm(k): k for k in keras_vit.VARIANTS}
     table.update({norm(k).replace("r50", "r50b"): k for k in keras_vit.VARIANTS if "R50" in k})
+    table.update({norm(k): k for k in keras_vit.FAMILY_VARIANTS})
     key = norm(name)
     if key in table:
         return table[key]
     raise UsageError(
-        f"Unknown model variant {name!r}; valid: {', '.join(keras_vit.VARIANTS)}."
+        f"Unknown model variant {name!r}; valid: "
+        f"{', '.join(list(keras_vit.VARIANTS) + list(keras_vit.FAMILY_VARIANTS))}."
     )
 
 

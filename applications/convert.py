@@ -39,7 +39,9 @@ def configure_parser(p):
     p.add_argument("dst", metavar="DST", help="output file, ending in .weights.h5")
     p.add_argument("--model", required=True, metavar="VARIANT",
                    help="architecture: ViTTi16, ViTS16, ViTS32, ViTB8, ViTB16, ViTB32, ViTL16, "
-                        "ViTL32, ViTH14, ViTR50B16 (also 'B/16', 'ViT-B_16', ...)")
+                        "ViTL32, ViTH14, ViTR50B16 (also 'B/16', 'ViT-B_16', ...), or a later "
+                        "ViT: DINOv2S14/B14/L14 (+Reg4), SigLIPB16, SigLIPSo400m14, "
+                        "MAEB16/L16/H14, DeiT3S16/B16/L16")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size (default: the checkpoint's native resolution)")
     p.add_argument("--no-top", action="store_true",
@@ -95,10 +97,14 @@ def _run(args) -> int:
     if os.path.exists(args.dst) and not args.overwrite:
         raise ValueError(f"{args.dst} exists; pass --overwrite to replace it.")
     variant = canonical_variant(args.model)
-    arch = keras_vit.VARIANTS[variant]
+    arch = {**keras_vit.VARIANTS, **keras_vit.FAMILY_VARIANTS}[variant]
     native, ckpt_classes, zero_head = _checkpoint_facts(args.src, arch)
     include_top = not args.no_top
     head = args.head
+    if include_top and ckpt_classes is None and head is None and args.classes is None:
+        # A backbone (DINOv2, SigLIP, MAE): nothing to classify with; its features are kept.
+        print(f"{args.src} has no classification head: writing the backbone (include_top=False).")
+        include_top = False
     if include_top and head is None and zero_head:
         raise ValueError(
             f"{args.src} has a zeroed ImageNet-21k head that is no classifier: pass --no-top, "
@@ -121,6 +127,8 @@ def _run(args) -> int:
     image_size = args.image_size or native
     if image_size:
         kwargs["image_size"] = image_size
+    if arch.get("classifier") == "map" and not include_top:
+        kwargs["pooling"] = "map"  # SigLIP's pooled output is part of its backbone
     model = getattr(keras_vit, variant)(**kwargs)
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     model.save_weights(args.dst, overwrite=True)
@@ -130,6 +138,7 @@ def _run(args) -> int:
         image_size=model.input_shape[1],
         patch_size=args.patch_size,
         include_top=include_top,
+        pooling=kwargs.get("pooling"),
         classes=classes if include_top else None,
         representation_size=(model.get_layer("pre_logits").units
                              if "pre_logits" in {l.name for l in model.layers} else None),

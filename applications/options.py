@@ -13,9 +13,13 @@ import argparse
 ARCH_KEYS = (
     "image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim",
     "classifier", "position_embedding", "representation_size",
+    # The later ViTs' options (DINOv2, SigLIP, MAE, DeiT-III): set by a family's --model or
+    # read from the --weights checkpoint, saved with the run.
+    "num_register_tokens", "layer_scale_init_value", "no_embed_class", "class_token",
+    "fc_norm", "gelu_approximate", "input_normalization",
 )
-CLASSIFIERS = ("token", "gap")
-POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none")
+CLASSIFIERS = ("token", "gap", "map")
+POSITION_EMBEDDINGS = ("learned_1d", "learned_2d", "relative", "none", "sincos_2d")
 MIXED_PRECISION = ("auto", "float16", "bfloat16")
 
 
@@ -66,7 +70,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     """--model and the architecture overrides named like ViT()'s arguments."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="variant name, e.g. ViTB16, ViTS16, ViTTi16 "
+    g.add_argument("--model", help="variant name, e.g. ViTB16, ViTS16, ViTTi16, or a later "
+                   "ViT: DINOv2S14, DINOv2S14Reg4, SigLIPB16, MAEB16, DeiT3S16, ... "
                    "(default: ViTB16; a small custom ViT for digits)")
     g.add_argument("--image-size", type=size_pair, help="input resolution, N or H,W")
     g.add_argument("--patch-size", type=size_pair, help="patch size, N or H,W")

@@ -53,7 +53,12 @@ def architecture(args):
     from keras_vit import VARIANTS
 
     if getattr(args, "model", None):
-        arch = dict(VARIANTS[config_lib.canonical_variant(args.model)], image_size=224)
+        variant = config_lib.canonical_variant(args.model)
+        if variant not in VARIANTS:
+            raise config_lib.UsageError(
+                f"pretrain trains the paper's variants ({', '.join(VARIANTS)}); {variant} is "
+                "a later ViT, to fine-tune with `keras-vit finetune --model` instead.")
+        arch = dict(VARIANTS[variant], image_size=224)
     elif args.dataset == "digits":
         arch = dict(DIGITS_ARCH)
     else:

@@ -107,6 +107,17 @@ def source_architecture(spec: str, with_image_size: bool = False) -> dict:
             return architecture_from_params(checkpoint.read_npz(spec))
         except ValueError as e:
             raise UsageError(str(e)) from e
+    if os.path.isdir(spec) or spec.endswith((".safetensors", ".bin", ".pth", ".pt")):
+        # HF / timm / the original DINOv2, MAE, DeiT-III files: readable without --model when
+        # the head count is known (a HF directory's config.json says it).
+        from keras_vit.formats import read_checkpoint
+
+        try:
+            ckpt = read_checkpoint(spec)
+        except ValueError as e:
+            raise UsageError(f"Cannot infer the architecture of {spec!r} ({e}); pass --model "
+                             "(e.g. DINOv2S14, ViTB16).") from e
+        return {**architecture_from_params(ckpt.params), **checkpoint_facts(ckpt)}
     raise UsageError(f"Cannot infer the architecture of {spec!r}; pass --model.")
 
 
@@ -132,7 +143,45 @@ def architecture_from_params(params: dict) -> dict:
     elif pos not in params:
         relative = any(k.endswith("relative_embedding") for k in params)
         arch["position_embedding"] = "relative" if relative else "none"
+    arch.update(_later_vit_options(params))
     return arch
+
+
+def _later_vit_options(params: dict) -> dict:
+    """The later ViTs' options a checkpoint's arrays show (none for the paper's files)."""
+    from keras_vit.checkpoint import POS_EMBED_KEY, prefix_rows_of
+    from keras_vit.layers.sincos import is_sincos_2d_table
+
+    options = {}
+    if "registers" in params:
+        options["num_register_tokens"] = int(np.shape(params["registers"])[1])
+    if any(k.endswith("/LayerScale_1/scale") for k in params):
+        options["layer_scale_init_value"] = 1e-5  # the loaded values replace it
+    if any(k.startswith("MAPHead_0/") for k in params):
+        options["classifier"] = "map"
+        if "cls" in params:
+            options["class_token"] = True
+    if "fc_norm/scale" in params:
+        options["fc_norm"] = True
+        if "cls" in params:
+            options["classifier"], options["class_token"] = "gap", True
+    pos = params.get(POS_EMBED_KEY)
+    if pos is not None and "cls" in params and prefix_rows_of(pos) == 0:
+        options["no_embed_class"] = True  # DeiT-III: positions for the patches only
+    if pos is not None and is_sincos_2d_table(pos):
+        options["position_embedding"] = "sincos_2d"  # MAE's fixed table (stored in its files)
+    return options
+
+
+def checkpoint_facts(ckpt) -> dict:
+    """The GELU and input normalisation a converted checkpoint implies, as ViT arguments."""
+    facts = {}
+    if ckpt.gelu_approximate is not None:
+        facts["gelu_approximate"] = ckpt.gelu_approximate
+    normalization = getattr(ckpt, "input_normalization", None)
+    if normalization is not None:
+        facts["input_normalization"] = normalization
+    return facts
 
 
 def _official_params(model: keras.Model) -> dict[str, np.ndarray]:

@@ -8,6 +8,11 @@ momentum, a new zero-initialised head, cosine decay after a short warmup.
 
     KERAS_BACKEND=jax python examples/finetune_folder.py photos/ --weights imagenet21k \
         --model ViTB16 --image-size 224 --epochs 10
+    KERAS_BACKEND=jax python examples/finetune_folder.py photos/ --weights lvd142m \
+        --model DINOv2S14Reg4 --image-size 224 --epochs 10
+
+The later ViTs (DINOv2, SigLIP, MAE, DeiT-III; docs/later_vits.md) take the same call; their
+models normalise their inputs as their weights expect.
 """
 
 import argparse
@@ -23,7 +28,8 @@ def main(argv=None):
     parser.add_argument("folder")
     parser.add_argument("--weights", required=True,
                         help="a registry name of --model's variant, or a checkpoint file")
-    parser.add_argument("--model", default="ViTB16", choices=sorted(keras_vit.VARIANTS))
+    parser.add_argument("--model", default="ViTB16",
+                        choices=sorted(keras_vit.VARIANTS) + sorted(keras_vit.FAMILY_VARIANTS))
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -40,8 +46,8 @@ def main(argv=None):
     # The variant's constructor loads the weights, resamples the position embeddings to this
     # resolution and, with head="new", leaves a zero-initialised head for our classes.
     model = getattr(keras_vit, args.model)(
-        weights=args.weights, image_size=args.image_size, classes=source.num_classes,
-        head="new", classifier_activation=None)
+        weights=args.weights, image_size=args.image_size, include_top=True,
+        classes=source.num_classes, head="new", classifier_activation=None)
     steps = args.epochs * tf_data.steps_per_epoch(source, "train", args.batch_size)
     schedule = keras_vit.WarmupDecay(args.lr, total_steps=steps, warmup_steps=steps // 20)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9, global_clipnorm=1.0),

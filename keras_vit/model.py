@@ -241,10 +241,13 @@ def ViT(
             timm's `fc_norm`): the image representation is LN(pool(z_L)) instead of
             pool(LN(z_L)), the norm named `fc_norm`. With `pooling=None` the tokens are then
             the last block's, unnormalised.
-        input_normalization: what `include_preprocessing` maps [0, 255] RGB to: None, the
-            paper's [-1, 1] (also SigLIP's); `"imagenet"`, (x / 255 - mean) / std with
-            ImageNet's statistics (DINOv2, MAE, DeiT-III); or a (mean, std) pair of
-            per-channel sequences for pixels in [0, 1]. See `keras_vit.preprocess_input`.
+        input_normalization: what `include_preprocessing` maps [0, 255] RGB to: `"imagenet"`,
+            (x / 255 - mean) / std with ImageNet's statistics (DINOv2, MAE, DeiT-III), or a
+            (mean, std) pair of per-channel sequences for pixels in [0, 1] (`((0.5,) * 3,
+            (0.5,) * 3)` is [-1, 1]). Default (None): the paper's [-1, 1] (also SigLIP's), or
+            what the `weights` expect where their source says (DINOv2, MAE and DeiT-III
+            files: `"imagenet"`; a HF directory's `preprocessor_config.json`). See
+            `keras_vit.preprocess_input`.
         name: the model's name.
 
     Returns:
@@ -303,6 +306,8 @@ def ViT(
         )
         image_size, representation_size = plan.image_size, plan.representation_size
         gelu_approximate = plan.gelu_approximate
+        if input_normalization is None:
+            input_normalization = plan.input_normalization
     elif head is not None:
         raise ValueError(f"head={head!r} only applies when loading `weights`.")
     elif patch_embed_resample is not None:

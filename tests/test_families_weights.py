@@ -104,6 +104,12 @@ def test_dinov2_with_registers_by_name(hub, monkeypatch, tmp_path, rng):
     again = keras_vit.DINOv2S14Reg4(image_size=42)
     keras_vit.load_weights(again, "lvd142m")
     np.testing.assert_allclose(numpy(again(pixels)), tokens, atol=1e-5)
+    # Fine-tuning (examples/finetune_folder.py's call): a new zero head on the same backbone.
+    tune = keras_vit.DINOv2S14Reg4(weights="lvd142m", image_size=42, include_top=True,
+                                   classes=3, head="new", classifier_activation=None)
+    assert tune.output_shape == (None, 3) and not np.any(numpy(tune.get_layer("head").kernel))
+    np.testing.assert_array_equal(numpy(tune.get_layer("registers").registers),
+                                  numpy(ours.get_layer("registers").registers))
 
 
 def test_siglip_by_name(hub, monkeypatch, tmp_path, rng):
@@ -284,3 +290,118 @@ def test_shapes_from_the_table_equal_a_built_model(variant, monkeypatch):
         assert built == official_shapes(**{**FAMILY_VARIANTS[variant], **kwargs},
                                         image_size=2 * patch)
         assert model.count_params() == sum(math.prod(s) for s in built.values())
+
+
+# --------------------------------------------------------------------------- the programs
+
+
+def _tiny_dinov2_registers(tmp_path, seed=11):
+    """A small DINOv2-with-registers checkpoint as `save_pretrained` writes it (HF layout, its
+    config.json naming the heads), at patch 14 and 28 px."""
+    model = hf_model("dinov2_registers", native=28, patch=14)
+    randomise(model, seed=seed)
+    model.save_pretrained(tmp_path / "dinov2")
+    return model, tmp_path / "dinov2"
+
+
+def test_convert_and_finetune_by_name(hub, monkeypatch, tmp_path, rng, capsys):
+    """`keras-vit convert lvd142m ... --model DINOv2S14Reg4` writes the backbone as
+    .weights.h5; `finetune --model DINOv2S14Reg4 --weights lvd142m` builds it with a new head."""
+    from applications import config as config_lib
+    from applications import convert, modeling
+
+    shrink(monkeypatch, "DINOv2S14Reg4", 28)
+    monkeypatch.setitem(FAMILY_VARIANTS, "DINOv2S14Reg4",
+                        {**FAMILY_VARIANTS["DINOv2S14Reg4"], "num_register_tokens": 2})
+    _, directory = _tiny_dinov2_registers(tmp_path)
+    entry = keras_vit.get_weights_entry("DINOv2S14Reg4", "lvd142m")
+    publish(hub, entry, directory / "model.safetensors")
+    parser = __import__("argparse").ArgumentParser()
+    convert.add_parser(parser.add_subparsers(dest="command"))
+    dst = tmp_path / "dinov2.weights.h5"
+    args = parser.parse_args(["convert", "lvd142m", str(dst), "--model", "dinov2-s14-reg4",
+                              "--image-size", "42"])
+    assert convert.run(args) == 0
+    out = capsys.readouterr().out
+    assert "no classification head: writing the backbone (include_top=False)" in out
+    assert "keras_vit.DINOv2S14Reg4(image_size=42, include_top=False" in out
+    pixels = rng.uniform(0, 255, (2, 42, 42, 3)).astype("float32")
+    expected = numpy(keras_vit.DINOv2S14Reg4(weights="lvd142m", image_size=42)(pixels))
+    rebuilt = keras_vit.DINOv2S14Reg4(image_size=42, include_top=False, weights=str(dst))
+    np.testing.assert_array_equal(numpy(rebuilt(pixels)), expected)
+
+    config = config_lib.resolve("finetune", {"dataset": "digits", "model": "DINOv2S14Reg4",
+                                             "weights": "lvd142m", "image_size": 42,
+                                             "output": str(tmp_path / "run")})
+    model = modeling.build_model(config, config.architecture(), num_classes=3)
+    assert model.output_shape == (None, 3)
+    assert not np.any(numpy(model.get_layer("head").kernel))
+    np.testing.assert_array_equal(numpy(model.get_layer("registers").registers),
+                                  numpy(rebuilt.get_layer("registers").registers))
+
+
+@once
+def test_finetune_command_on_a_folder_from_a_dinov2_checkpoint(tmp_path):
+    """`keras-vit finetune --dataset FOLDER --weights DINOv2_DIR` in a new process: the
+    architecture, GELU and input normalisation come from the checkpoint (its config.json and
+    arrays), the backbone is the checkpoint's and the new head learns separable classes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from keras_vit.formats import read_checkpoint
+
+    keras_vit_bin = os.path.join(os.path.dirname(sys.executable), "keras-vit")
+    if not os.path.exists(keras_vit_bin):
+        pytest.skip("the keras-vit entry point is not installed")
+    _, directory = _tiny_dinov2_registers(tmp_path)
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    for label in range(2):
+        (folder / f"class_{label}").mkdir(parents=True)
+        for i in range(16):
+            tint = np.full(3, 40.0)
+            tint[label] = 200.0
+            pixels = tint * rng.uniform(0.7, 1.2) + rng.normal(0, 25, (28, 28, 3))
+            Image.fromarray(pixels.clip(0, 255).astype("uint8")).save(
+                folder / f"class_{label}" / f"{i}.png")
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [keras_vit_bin, "finetune", "--dataset", str(folder), "--weights", str(directory),
+         "--image-size", "28", "--epochs", "4", "--batch-size", "8", "--lr", "0.03",
+         "--output", str(out), "--verbose", "0"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    arch = metrics["architecture"]
+    assert arch["num_register_tokens"] == 2 and arch["layer_scale_init_value"] is not None
+    assert arch["input_normalization"] == "imagenet" and arch["gelu_approximate"] is False
+    assert (arch["patch_size"], arch["hidden_size"], arch["num_heads"]) == (14, D, HEADS)
+    print(f"\n[finetune] DINOv2 layout, folder of 2 classes: test accuracy "
+          f"{metrics['test']['accuracy']:.3f}, history "
+          f"{[round(h['loss'], 3) for h in metrics['history']]}")
+    assert metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    # The fine-tuned backbone started from the checkpoint: its registers moved little from the
+    # file's values (a fresh initialisation draws them with std 1e-6).
+    saved = keras.saving.load_model(out / "model.keras", compile=False)
+    registers = read_checkpoint(str(directory)).params["registers"]
+    tuned = numpy(saved.get_layer("registers").registers)
+    assert np.abs(registers).max() > 0.1
+    assert np.abs(tuned - registers).max() < 0.1 * np.abs(registers).max()
+
+
+@once
+def test_docs_list_every_family_entry():
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "later_vits.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    for entry in registry.family_entries():
+        assert f"`{entry.repo}`" in text and f"`{entry.name}`" in text, entry.repo
+    for variant in FAMILY_VARIANTS:
+        assert f"`{variant}`" in text or variant in text, variant

@@ -41,6 +41,9 @@ class Checkpoint:
             `keras_vit.checkpoint.POS_EMBED_RESAMPLE`).
         layer_norm_epsilon: the source's LayerNorm epsilon, where it says (HF configs).
         config: the HF `config.json`, when there is one.
+        input_normalization: the input normalisation the weights expect (`ViT`'s
+            `input_normalization`), where the source says: None (the paper's [-1, 1], or
+            not known), `"imagenet"` or a (mean, std) pair.
     """
 
     path: str
@@ -50,6 +53,7 @@ class Checkpoint:
     pos_embed_resample: str = "official"
     layer_norm_epsilon: float = None
     config: dict = None
+    input_normalization: object = None
 
     # -- facts read from the arrays ---------------------------------------------------------
     @property
@@ -176,7 +180,46 @@ def _read_directory(path, num_heads):
     elif os.path.exists(os.path.join(path, "config.json")):
         with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
-    return _convert_state(state, fmt, path, num_heads, config)
+    ckpt = _convert_state(state, fmt, path, num_heads, config)
+    normalization = _preprocessor_normalization(path)
+    if normalization != "unknown":
+        ckpt.input_normalization = normalization
+    return ckpt
+
+
+def _preprocessor_normalization(directory):
+    """The input normalisation a HF `preprocessor_config.json` states (`image_mean`,
+    `image_std`): None for [-1, 1], "imagenet", a (mean, std) pair, or "unknown"."""
+    import json  # noqa: PLC0415
+
+    path = os.path.join(directory, "preprocessor_config.json")
+    if not os.path.exists(path):
+        return "unknown"
+    with open(path, encoding="utf-8") as f:
+        config = json.load(f)
+    mean, std = config.get("image_mean"), config.get("image_std")
+    if mean is None or std is None or config.get("do_normalize") is False:
+        return "unknown"
+    if np.allclose(mean, 0.5) and np.allclose(std, 0.5):
+        return None
+    if np.allclose(mean, _IMAGENET[0]) and np.allclose(std, _IMAGENET[1]):
+        return "imagenet"
+    return (tuple(mean), tuple(std))
+
+
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _timm_normalization(params):
+    """What timm's later-ViT files expect: ImageNet statistics for DINOv2 and DeiT-III (they
+    have LayerScale) and MAE (its files hold MAE's fixed sin-cos table); the paper's [-1, 1]
+    for the others (AugReg, SigLIP)."""
+    from keras_vit.layers.sincos import is_sincos_2d_table  # noqa: PLC0415
+
+    if any(k.endswith("/LayerScale_1/scale") for k in params):
+        return "imagenet"
+    pos = params.get(_checkpoint.POS_EMBED_KEY)
+    return "imagenet" if pos is not None and is_sincos_2d_table(pos) else None
 
 
 def _convert_state(state, fmt, path, num_heads, config):
@@ -204,7 +247,8 @@ def _convert_state(state, fmt, path, num_heads, config):
             act, resample, eps = hf_families.facts(model_type, config)
             return Checkpoint(path, "hf", params,
                               gelu_approximate=hf.gelu_approximate_from_config({"hidden_act": act}),
-                              pos_embed_resample=resample, layer_norm_epsilon=eps, config=config)
+                              pos_embed_resample=resample, layer_norm_epsilon=eps, config=config,
+                              input_normalization=hf_families.normalization(model_type))
         params = hf.convert(state, num_heads, source=path)
         return Checkpoint(path, "hf", params,
                           gelu_approximate=hf.gelu_approximate_from_config(config),
@@ -216,4 +260,4 @@ def _convert_state(state, fmt, path, num_heads, config):
     params = timm.convert(state, num_heads, source=path)
     return Checkpoint(path, "timm", params, gelu_approximate=timm.gelu_approximate(state),
                       pos_embed_resample=timm.pos_embed_resample(state), layer_norm_epsilon=1e-6,
-                      config=config)
+                      config=config, input_normalization=_timm_normalization(params))

@@ -98,6 +98,12 @@ def encoder_state(state):
     return {k: v for k, v in state.items() if not k.startswith("decoder.")}
 
 
+def normalization(model_type):
+    """The input normalisation of the family's image processors: ImageNet's mean and std for
+    DINOv2 and MAE, [-1, 1] (None) for SigLIP."""
+    return None if MODEL_TYPES[model_type][0] == "siglip" else "imagenet"
+
+
 def convert(state, model_type, num_heads, source="HF checkpoint"):
     """A HF Dinov2 / SigLIP state dict (NumPy arrays) -> official-layout params."""
     family = MODEL_TYPES[model_type][0]

@@ -51,3 +51,26 @@ def sincos_2d_position_embedding(rows, cols, width, class_token=False, temperatu
     if class_token:
         table = np.concatenate([np.zeros((1, width)), table], axis=0)
     return table[None]
+
+
+def is_sincos_2d_table(posemb, atol=1e-5):
+    """Whether a (1, [1 +] g * g, D) position embedding is this table on its square grid (with
+    or without a zero class row): how MAE's checkpoints are recognised.
+
+    Example:
+
+    >>> is_sincos_2d_table(sincos_2d_position_embedding(3, 3, 8, class_token=True))
+    True
+    >>> is_sincos_2d_table(np.zeros((1, 10, 8)))
+    False
+    """
+    shape = np.shape(posemb)
+    if len(shape) != 3 or shape[-1] % 4:
+        return False
+    for rows in (1, 0):
+        side = int(round(np.sqrt(shape[1] - rows)))
+        if side > 0 and side * side == shape[1] - rows:
+            table = sincos_2d_position_embedding(side, side, shape[-1], class_token=rows == 1)
+            if np.allclose(posemb, table, atol=atol):
+                return True
+    return False

@@ -302,6 +302,7 @@ class WeightsPlan:
     pos_embed_resample: str
     new_head: bool
     patch_embed_resample: str = None
+    input_normalization: object = None
 
     def load(self, model):
         ckpt = self.checkpoint
@@ -357,9 +358,12 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
     _check_gelu(gelu_approximate, ckpt.gelu_approximate, source)
     if gelu_approximate is None:
         gelu_approximate = True if ckpt.gelu_approximate is None else ckpt.gelu_approximate
+    normalization = ckpt.input_normalization
+    if entry is not None and hasattr(entry, "normalization"):
+        normalization = entry.normalization
     return WeightsPlan(ckpt, entry, image_size, representation_size, gelu_approximate,
                        pos_embed_resample or ckpt.pos_embed_resample, new_head,
-                       patch_embed_resample)
+                       patch_embed_resample, normalization)
 
 
 # --------------------------------------------------------------------------- load_weights
