@@ -39,8 +39,8 @@ def gelu(x, approximate, training=None):
         tanh:   GELU(z) ~ z/2 (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
 
     The exact form is written with erf, as PyTorch's kernel computes it: JAX and TensorFlow
-    write x/2 erfc(-x / sqrt 2), whose erfc XLA evaluates more slowly than erf (JAX on CPU,
-    (6304, 768): 5.9 vs 3.5 ms); the two differ by float rounding (at most 6e-7).
+    write x/2 erfc(-x / sqrt 2), whose erfc XLA evaluates more slowly than erf on CPUs
+    (benchmarks/RESULTS.md); the two differ by float rounding (at most 6e-7).
     """
     if approximate:
         return ops.gelu(x, approximate=True)
@@ -144,8 +144,7 @@ def softmax_then_values(logits, value):
     The same function as normalising the (B, H, Q, T) probabilities first, with the division
     moved to the (B, H, Q, D/H) result: T / (D/H) times fewer divisions (3x at 197 tokens and
     64-wide heads) and no normalised-probabilities pass. A portable rewrite that pays off
-    where XLA compiles for a CPU (ViT-Ti/16 attention at batch 32: 27.6 -> 17.9 ms per block;
-    benchmarks/RESULTS.md).
+    where XLA compiles for a CPU (benchmarks/RESULTS.md, session 13).
     """
     shifted = logits - ops.stop_gradient(ops.max(logits, axis=-1, keepdims=True))
     weights = ops.exp(shifted)

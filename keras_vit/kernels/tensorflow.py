@@ -95,8 +95,7 @@ def _affine_for_training():
     Autodiff takes the input gradient as `MatMul(upstream, kernel, transpose_b=True)`, and
     oneDNN runs that transposed-operand product up to ~15% slower than the same product on a
     row-major (D_out, D_in) matrix; a transposed copy of the kernel costs one pass over the
-    small kernel. ViT-S/16 projections at batch 16, forward and backward: 16.6 -> 15.4 ms
-    (384 -> 1152), 23.1 -> 20.5 ms (384 -> 1536); S/16 train step 1.025-1.029x (session 19).
+    small kernel (figures: benchmarks/RESULTS.md, session 19).
     The weight gradient (`transpose_a`, no slower) is autodiff's product; the bias gradient is
     a product too (see below).
     """
@@ -159,8 +158,8 @@ def _gelu_for_training(approximate):
 
     Without XLA, TensorFlow runs GELU and the gradient its autodiff derives as about a dozen
     separate element-wise passes over the MLP's widest activation; compiled, each side is one
-    pass. ViT-S/16 train step, batch 16: 2573 -> 2538 ms (session 17). Under XLA
-    (jit_compile=True) the calls are inlined into the step.
+    pass (benchmarks/RESULTS.md, session 17). Under XLA (jit_compile=True) the calls are
+    inlined into the step.
     """
     value = tf.function(functools.partial(reference.gelu, approximate=approximate),
                         jit_compile=True, autograph=False, reduce_retracing=True)
@@ -183,8 +182,7 @@ def _gelu_for_training(approximate):
 #     dx = inv (g - mean(g) - x^ mean(g x^)),   dgamma = sum(upstream x^),   dbeta = sum(upstream)
 #
 # about ten passes over the (tokens, D) activation where autodiff of the forward ops takes some
-# fifteen, none fused without XLA. ViT-S/16 train step at batch 16: 3037 -> 2967 and
-# 2970 -> 2821 ms median (session 18).
+# fifteen, none fused without XLA (benchmarks/RESULTS.md, session 18).
 
 
 def layer_norm(x, gamma, beta, epsilon, training=None):
@@ -206,8 +204,7 @@ def layer_norm_folds_into_next_product():
     """In graphs without XLA. The folded form computes the same function without the two
     passes that apply gamma and beta to the (tokens, D) activation and, in train steps, the two
     in their gradient that multiply by gamma and form upstream * x^: the product's own
-    gradients carry them. ViT-S/16 train step at batch 16: 1.013x and 1.016x, ViT-Ti/16
-    inference at batch 32: 1.021x and 1.029x (session 19). Eager calls keep the plain form,
+    gradients carry them (benchmarks/RESULTS.md, session 19). Eager calls keep the plain form,
     where the fold's small ops cost more than they save; XLA fuses either form."""
     return _in_plain_graph()
 
@@ -259,13 +256,11 @@ def attention(qkv, num_queries=None, logit_bias=None, return_probabilities=False
 
     - the logits as `matmul(query, key, adjoint_b=True)`: a separate transpose of the keys the
       graph optimizer folds into the product too, but not in the gradient, where the keys'
-      gradient then comes out transposed and takes one more pass to turn back (ViT-S/16 train
-      step without XLA: 12 such passes, ~4.5 ms);
+      gradient then comes out transposed and takes one more pass to turn back;
     - the softmax normalised before the values (TensorFlow's softmax is one kernel with a
       three-pass gradient, where `softmax_then_values` is four element-wise passes that only
-      XLA fuses: ViT-S/16 attention forward and backward per block 35.6 -> 26.5 ms without
-      XLA, 39.9 -> 39.3 ms under XLA; session 18), except for inference under XLA, which
-      takes `reference.softmax_then_values`.
+      XLA fuses), except for inference under XLA, which takes `reference.softmax_then_values`
+    (figures: benchmarks/RESULTS.md, sessions 18-19).
     """
     if _on_gpu() and not (return_probabilities or dropout is not None):
         return _fused(qkv, num_queries, logit_bias), None
