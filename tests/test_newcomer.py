@@ -1,5 +1,6 @@
 """What a new user runs, run the way they run it: the installed `keras-vit` command and fresh
-Python processes, on each backend. No call here goes through the library in-process.
+Python processes, on each backend. No call here goes through the library in-process (only the
+oracle for `predict`'s answers is computed here).
 
 - `ViTTi16(weights="imagenet")` with the default cache (`$KERAS_HOME`, else `~/.keras`), from a
   local mirror of the bucket holding a file in the published layout;
@@ -130,29 +131,29 @@ print(json.dumps(out))
 """
 
 
-REFERENCE_PREDICT = r"""
-import json, os, sys
-import numpy as np
-from PIL import Image
-import keras, keras_vit
+def _reference_predictions(run_dir, paths):
+    """The oracle for `predict`, in this process: the saved model on each file's pixels read
+    independently (PIL, bilinear resize without antialiasing, the run's input scaling)."""
+    import keras
+    from PIL import Image
 
-run_dir, paths = sys.argv[1], sys.argv[2:]
-model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
-size = tuple(model.input_shape[1:3])
-run = json.load(open(os.path.join(run_dir, "config.json")))
-scaled_inside = run.get("include_preprocessing",
-                        any(layer.name == "rescale" for layer in model.layers))
-rows = []
-for path in paths:
-    pixels = np.asarray(Image.open(path).convert("RGB"), "float32")
-    image = keras.ops.image.resize(pixels[None], size, interpolation="bilinear", antialias=False)
-    image = np.clip(keras.ops.convert_to_numpy(image), 0, 255)
-    if not scaled_inside:
-        image = image / 127.5 - 1.0
-    rows.append(np.asarray(model.predict(image, verbose=0))[0].tolist())
-names = run.get("class_names") or [str(i) for i in range(len(rows[0]))]
-print(json.dumps({"probabilities": rows, "names": names}))
-"""
+    import keras_vit  # noqa: F401 (registers the classes the model file names)
+
+    model = keras.saving.load_model(run_dir / "model.keras")
+    run = json.loads((run_dir / "config.json").read_text())
+    scaled_inside = run.get("include_preprocessing",
+                            any(layer.name == "rescale" for layer in model.layers))
+    rows = []
+    for path in paths:
+        pixels = np.asarray(Image.open(path).convert("RGB"), "float32")
+        image = keras.ops.image.resize(pixels[None], tuple(model.input_shape[1:3]),
+                                       interpolation="bilinear", antialias=False)
+        image = np.clip(keras.ops.convert_to_numpy(image), 0, 255)
+        if not scaled_inside:
+            image = image / 127.5 - 1.0
+        rows.append(np.asarray(model.predict(image, verbose=0))[0])
+    names = run.get("class_names") or [str(i) for i in range(len(rows[0]))]
+    return rows, names
 
 
 def _image_files(directory):
@@ -219,15 +220,13 @@ def _evaluate_and_predict(tmp_path, run_dir):
         [KERAS_VIT, "predict", "--output", "run", "--json", *images], tmp_path).splitlines()
         if line.startswith("{")]
     assert [p["image"] for p in predicted] == images
-    # Each image's top-1 against the saved model on the same pixels, read independently (PIL,
-    # bilinear resize without antialiasing, the model's input scaling), in a new process.
-    reference = json.loads(python(REFERENCE_PREDICT, tmp_path, run_dir, *images)
-                           .strip().splitlines()[-1])
-    for p, expected in zip(predicted, reference["probabilities"]):
+    # Each image's top-1 against the saved model on the same pixels, read independently.
+    probabilities, names = _reference_predictions(run_dir, images)
+    for p, expected in zip(predicted, probabilities):
         top = int(np.argmax(expected))
-        assert p["top"][0]["index"] == top, (p, expected)
-        assert p["top"][0]["label"] == reference["names"][top]
-        assert p["top"][0]["probability"] == pytest.approx(expected[top], abs=1e-3)
+        assert p["top"][0]["index"] == top, (p, expected.tolist())
+        assert p["top"][0]["label"] == names[top]
+        assert p["top"][0]["probability"] == pytest.approx(float(expected[top]), abs=1e-3)
 
 
 # Once, on TensorFlow: the fine-tuning source and the export do not depend on the backend that
