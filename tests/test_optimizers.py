@@ -8,24 +8,31 @@ import pytest
 from keras import ops
 
 import keras_vit
-from keras_vit.optimizers import GroupedOptimizer, layer_decay
-from conftest import BACKEND
+from keras_vit.optimizers import GroupedOptimizer, decays_as_kernel, layer_decay
+from conftest import BACKEND, once
 
-TINY = dict(image_size=8, patch_size=4, hidden_size=8, num_layers=2, num_heads=2, mlp_dim=16,
+TINY = dict(image_size=8, patch_size=4, hidden_size=8, num_layers=2, num_heads=2, mlp_dim=8,
             classes=3)
 # The names a ViT's variables have, by whether kernel-only weight decay applies (hand-listed).
 DECAYED = {"kernel", "query_kernel", "key_kernel", "value_kernel", "out_kernel"}
 NOT_DECAYED = {"bias", "query_bias", "key_bias", "value_bias", "out_bias", "gamma", "beta", "cls",
                "pos_embedding"}
-# Tokens and embeddings of later models (DINOv2 registers, MAE/BEiT mask tokens, factorised
-# position embeddings), as other layers name them: never decayed, whatever their rank.
-EXTRA_TOKENS = {"registers": (1, 4, 8), "reg": (1, 4, 8), "mask_token": (1, 1, 8),
-                "pos_embedding_row": (2, 4)}
+# Later ViTs' options (DINOv2 registers, DeiT-III LayerScale, SigLIP's attention-pooling probe):
+# tokens and scales, never decayed, whatever their rank.
+LATER = dict(num_register_tokens=2, layer_scale_init_value=0.1, classifier="map")
+LATER_NOT_DECAYED = {"registers", "scale", "probe"}
+# As other code names tokens and embeddings (a mask token, factorised position embeddings).
+EXTRA_TOKENS = {"reg": (1, 4, 8), "mask_token": (1, 1, 8), "pos_embedding_row": (2, 4)}
 
 
 def tiny_vit(**kwargs):
     keras.utils.set_random_seed(0)
     return keras_vit.ViT(**{**TINY, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return tiny_vit()
 
 
 def randomise(variables, seed=1):
@@ -41,24 +48,26 @@ def values(variables):
 
 # -- weight decay on kernels only --------------------------------------------------------
 
-@pytest.mark.parametrize("inner", ["sgd", "adam", "adamw"])
-def test_zero_gradient_step_shrinks_each_kernel_by_lr_wd_and_nothing_else(inner):
+def test_zero_gradient_step_shrinks_each_kernel_by_lr_wd_and_nothing_else(vit):
+    """SGD, Adam and AdamW with weight decay, a step with zero gradients: each kernel becomes
+    v - v * wd * lr; everything else stays bit-equal (with weight_decay_on="all": shrinks)."""
     lr, wd = 0.1, 0.3
-    model = tiny_vit()
     extra = [keras.Variable(np.ones(shape, "float32"), name=name)
              for name, shape in EXTRA_TOKENS.items()]
-    variables = model.trainable_variables + extra
-    randomise(variables)
-    assert {v.name for v in model.trainable_variables} == DECAYED | NOT_DECAYED
-    make = {"sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, weight_decay=wd),
-            "adam": lambda: keras.optimizers.Adam(lr, weight_decay=wd),
-            "adamw": lambda: keras.optimizers.AdamW(lr, weight_decay=wd)}[inner]
-    for weight_decay_on in ("kernels", "all"):
+    variables = vit.trainable_variables + extra
+    assert {v.name for v in vit.trainable_variables} == DECAYED | NOT_DECAYED
+    for make, weight_decay_on in (
+            (lambda: keras.optimizers.SGD(lr, momentum=0.9, weight_decay=wd), "kernels"),
+            (lambda: keras.optimizers.Adam(lr, weight_decay=wd), "kernels"),
+            (lambda: keras.optimizers.AdamW(lr, weight_decay=wd), "kernels"),
+            (lambda: keras.optimizers.AdamW(lr, weight_decay=wd), "all")):
+        randomise(variables)
         before = values(variables)
         optimizer = GroupedOptimizer(make(), weight_decay_on=weight_decay_on)
         optimizer.apply([ops.zeros(v.shape) for v in variables], variables)
         for v, old, new in zip(variables, before, values(variables)):
             decays = weight_decay_on == "all" or v.name in DECAYED
+            assert optimizer.decays(v) == decays, v.path
             # Keras' decoupled decay in float32: v - v * wd * lr.
             expected = old - old * np.float32(wd) * np.float32(lr) if decays else old
             np.testing.assert_allclose(new, expected, rtol=2e-7, atol=0, err_msg=v.path)
@@ -92,45 +101,52 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(TypeError, match="LossScaleOptimizer goes outside"):
         GroupedOptimizer(keras.optimizers.LossScaleOptimizer(adamw))
     with pytest.raises(ValueError, match=r"in \(0, 1\]"):
-        layer_decay(tiny_vit(), 1.5)
+        layer_decay(named_like_a_vit(), 1.5)
     with pytest.raises(ValueError, match="no encoder blocks"):
         inputs = keras.Input((2,))
         layer_decay(keras.Model(inputs, keras.layers.Dense(1)(inputs)), 0.5)
-    model = tiny_vit()
     optimizer = GroupedOptimizer(keras.optimizers.AdamW(0.1), lr_multipliers={"vit/x": 0.5})
     with pytest.raises(ValueError, match="made for another model"):
-        optimizer.build(model.trainable_variables)
+        optimizer.build(named_like_a_vit().trainable_variables)
 
 
 # -- layer-wise learning-rate decay ------------------------------------------------------
 
-def test_layer_decay_multipliers_by_hand():
+@once  # which layer is which: Keras' graph, the same on every backend
+def test_layer_decay_multipliers_by_hand(vit):
     """Block i of L gets d^(L - i), the embeddings d^(L + 1), the final norm and head 1."""
-    d = 0.5
-    for model, depth in ((tiny_vit(), 2), (tiny_vit(num_layers=3, representation_size=4), 3)):
-        scales = layer_decay(model, d)
-        assert set(scales) == {v.path for v in model.weights}
-        for path, scale in scales.items():
-            top = path.split("/")[0]
-            if top == "embedding":
-                expected = d ** (depth + 1)
-            elif top.startswith("encoderblock_"):
-                expected = d ** (depth - int(top.split("_")[1]))
-            else:
-                assert top in ("encoder_norm", "pre_logits", "head"), path
-                expected = 1.0
-            assert scale == expected, path
+    d, depth = 0.5, 2
+    model, later = vit, tiny_vit(**LATER)
+    # (Kernel-only weight decay leaves later ViTs' tokens and scales alone too.)
+    assert {v.name for v in later.trainable_variables if not decays_as_kernel(v)} == (
+        NOT_DECAYED - {"cls"} | LATER_NOT_DECAYED)
+    scales = layer_decay(model, d)
+    assert set(scales) == {v.path for v in model.weights}
+    for path, scale in scales.items():
+        top = path.split("/")[0]
+        if top == "embedding":
+            expected = d ** (depth + 1)
+        elif top.startswith("encoderblock_"):
+            expected = d ** (depth - int(top.split("_")[1]))
+        else:
+            assert top in ("encoder_norm", "head"), path
+            expected = 1.0
+        assert scale == expected, path
+    # Registers count as embedding, LayerScale as its block, an attention-pooling head as head.
+    scales = layer_decay(later, d)
+    assert scales["registers/registers"] == d ** 3
+    assert scales["encoderblock_0/LayerScale_1/scale"] == d ** 2
+    assert scales["map_head/probe"] == scales["map_head/query_kernel"] == 1.0
     # A hybrid's ResNet stem counts as embedding; a backbone inside another model is found.
     hybrid = keras_vit.ViT(image_size=16, patch_size=1, hidden_size=8, num_layers=1,
                            num_heads=2, mlp_dim=8, resnet_num_layers=(1,), classes=2)
     scales = layer_decay(hybrid, d)
     assert scales["conv_root/kernel"] == scales["embedding/kernel"] == d ** 2
-    backbone = keras_vit.ViT(**{**TINY, "include_top": False, "pooling": "avg"})
-    inputs = keras.Input((8, 8, 3))
-    outer = keras.Model(inputs, keras.layers.Dense(2, name="new_head")(backbone(inputs)))
+    inputs = keras.Input((3,))
+    outer = keras.Model(inputs, keras.layers.Dense(2, name="new_head")(named_like_a_vit()(inputs)))
     scales = layer_decay(outer, d)
-    assert scales["embedding/cls"] == d ** 3 and scales["encoderblock_1/LayerNorm_0/gamma"] == d
-    assert scales["new_head/kernel"] == 1.0
+    assert scales["embedding/kernel"] == d ** 3 and scales["encoderblock_1/bias"] == d
+    assert scales["head/kernel"] == scales["new_head/kernel"] == 1.0
 
 
 def named_like_a_vit():
@@ -178,20 +194,14 @@ def numpy_updates(kind, start, grads, rates, decays, steps, wd):
 
 
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "compiled"])
-def test_each_variable_moves_by_its_own_learning_rate(jit, monkeypatch):
-    """Two fit() steps of SGD (momentum, weight decay), Adam and AdamW with layer decay 0.5:
-    every variable equals NumPy's update at lr x its multiplier (0.125 ... 1), the kernels'
-    decoupled decay at that rate too, eagerly and in a compiled step (jax.jit, XLA,
-    torch.compile). On PyTorch the step is traced by torch.compile's Dynamo and AOTAutograd
-    as `jit_compile=True` does, run without Inductor's C++ code generation ("aot_eager"),
-    which takes ~20 s per step here and decides no learning rate."""
-    if jit and BACKEND == "torch":
-        import functools
-
-        import torch
-
-        monkeypatch.setattr(torch, "compile", functools.partial(torch.compile,
-                                                                backend="aot_eager"))
+def test_each_variable_moves_by_its_own_learning_rate(jit):
+    """Two steps of SGD (momentum, weight decay), Adam and AdamW with layer decay 0.5: every
+    variable equals NumPy's update at lr x its multiplier (0.125 ... 1), the kernels'
+    decoupled decay at that rate too. Eagerly, and compiled: in fit() with jit_compile=True
+    (jax.jit, XLA); on PyTorch the optimizer's apply under torch.compile (Dynamo and
+    AOTAutograd, the tracing jit_compile=True does, without Inductor's C++ code generation,
+    which decides no learning rate), AdamW alone there (each trace costs seconds; AdamW takes
+    Adam's path and decays)."""
     net = named_like_a_vit()
     randomise(net.trainable_variables)
     start = values(net.trainable_variables)
@@ -202,15 +212,27 @@ def test_each_variable_moves_by_its_own_learning_rate(jit, monkeypatch):
         0.125, 0.125, 0.25, 0.25, 0.5, 0.5, 1.0, 1.0]
     lr, wd = 0.01, 0.5
     x = np.zeros((2, 1), "float32")
-    for kind, inner in (("sgd", keras.optimizers.SGD(lr, momentum=0.9, weight_decay=wd)),
-                        ("adam", keras.optimizers.Adam(lr)),
-                        ("adamw", keras.optimizers.AdamW(lr, weight_decay=wd))):
+    kinds = (("sgd", keras.optimizers.SGD(lr, momentum=0.9, weight_decay=wd)),
+             ("adam", keras.optimizers.Adam(lr)),
+             ("adamw", keras.optimizers.AdamW(lr, weight_decay=wd)))
+    torch_jit = jit and BACKEND == "torch"
+    if torch_jit:
+        kinds = kinds[2:]
+    for kind, inner in kinds:
         for v, w in zip(net.trainable_variables, start):
             v.assign(w)
-        model = KnownGradients(net, grads)
         optimizer = GroupedOptimizer(inner, lr_multipliers=scales)
-        model.compile(optimizer=optimizer, jit_compile=jit, run_eagerly=not jit)
-        model.fit(x, x, batch_size=1, epochs=1, shuffle=False, verbose=0)
+        if torch_jit:
+            import torch
+
+            optimizer.build(net.trainable_variables)
+            step = torch.compile(optimizer.apply, backend="aot_eager")
+            for _ in range(2):
+                step([ops.convert_to_tensor(g) for g in grads])
+        else:
+            model = KnownGradients(net, grads)
+            model.compile(optimizer=optimizer, jit_compile=jit, run_eagerly=not jit)
+            model.fit(x, x, batch_size=1, epochs=1, shuffle=False, verbose=0)
         assert int(ops.convert_to_numpy(optimizer.iterations)) == 2
         rates = [lr * scales[v.path] for v in net.trainable_variables]
         decays = [kind != "adam" and v.name == "kernel" for v in net.trainable_variables]
@@ -224,27 +246,26 @@ def test_each_variable_moves_by_its_own_learning_rate(jit, monkeypatch):
 
 def test_saved_with_the_model_and_trains_on_identically(tmp_path):
     """A compiled model saves the wrapper, its multipliers and the inner optimizer's state;
-    loaded back, the next step equals the next step of the original. (SGD: Adam would turn
-    the rounding noise of the key bias's gradient, which is zero in exact arithmetic, into
-    steps of the full learning rate.)"""
-    model = tiny_vit()
-    optimizer = GroupedOptimizer(keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.1),
+    loaded back, the next steps equal the original's next steps."""
+    model = named_like_a_vit()
+    optimizer = GroupedOptimizer(keras.optimizers.AdamW(0.01, weight_decay=0.1),
                                  lr_multipliers=layer_decay(model, 0.6))
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=optimizer, loss="mse")
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, size=(4, 8, 8, 3)).astype("float32")
-    y = np.array([0, 1, 2, 1])
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    x, y = rng.normal(size=(8, 3)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     path = str(tmp_path / "model.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert type(loaded.optimizer) is GroupedOptimizer
+    assert type(loaded.optimizer.inner_optimizer).__name__ == "AdamW"
     assert loaded.optimizer.lr_multipliers == optimizer.lr_multipliers
     assert loaded.optimizer.weight_decay_on == "kernels"
+    assert int(ops.convert_to_numpy(loaded.optimizer.iterations)) == 2
     for a, b in zip(loaded.optimizer.variables, optimizer.variables):
         np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
     for m in (model, loaded):
-        m.fit(x, y, batch_size=4, epochs=1, verbose=0)
+        m.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     for a, b in zip(loaded.weights, model.weights):
         np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6,
                                    atol=1e-7, err_msg=a.path)
