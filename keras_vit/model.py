@@ -198,7 +198,8 @@ def ViT(
         classes: number of classes of the head.
         classifier_activation: activation of the head (`"softmax"`, None for logits, ...).
         include_preprocessing: the model takes RGB in [0, 255] and scales it to [-1, 1]
-            itself; with False the caller passes [-1, 1] (see `keras_vit.preprocess_input`).
+            itself (or as `input_normalization` says); with False the caller passes the
+            scaled input (see `keras_vit.preprocess_input`).
         head: with `weights` and `include_top=True`: None (load the checkpoint's classifier;
             a `classes` mismatch raises, as in `keras.applications`) or `"new"` (a fresh
             zero-initialised head with `classes` outputs and no `pre_logits` unless

@@ -71,6 +71,11 @@ class PatchEncoder(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         check_position_embedding(position_embedding)
+        if position_embedding == "sincos_2d" and hidden_size % 4:
+            raise ValueError(
+                f"position_embedding='sincos_2d' splits hidden_size into four quarters; "
+                f"hidden_size {hidden_size} is not divisible by 4."
+            )
         if position_embedding == "learned_2d" and hidden_size % 2:
             raise ValueError(
                 f"position_embedding='learned_2d' splits hidden_size into two halves; "

@@ -1,4 +1,6 @@
-"""The published checkpoints of the ViT paper and its AugReg follow-up, by variant and name.
+"""The published checkpoints of the ViT paper and its AugReg follow-up, by variant and name;
+and the later ViTs' (DINOv2, SigLIP, MAE, DeiT-III) on the Hugging Face hub (`HubWeightsEntry`,
+`FAMILY_REGISTRY`, at the end; docs/later_vits.md).
 
 Sources (all files live under https://storage.googleapis.com/vit_models/):
 
