@@ -4,19 +4,22 @@ Measures images/s, in total and per CPU core, of
 - the training pipeline: decode, inception crop (area 5-100%, aspect 3/4-4/3), horizontal
   flip, resize to 224, batches of 32;
 - the evaluation pipeline: decode, resize the whole image to 224, batches of 32;
-on a generated folder of natural JPEGs of ImageNet-like sizes (crops of scikit-learn's two
-sample photographs, 400-650 x 300-500 px, colour-shifted, JPEG quality 75-95) and on the same
-images as TFDS-style records (a TFRecord of `tf.train.Example`s holding the encoded JPEG bytes
-and a label, which is what TFDS stores and `SkipDecoding` hands out).
+on two generated sets of JPEGs of ImageNet-like sizes, made independently of each other
+(`--sets`): "crops" (`make_photos`: crops of scikit-learn's two sample photographs, 400-650 x
+300-500 px, colour-shifted, quality 75-95) and "synthetic" (`make_synthetic_photos`:
+procedural photographs, no source image, ~530 x 390 px, baseline 4:2:0, quality 80-96); each
+as a folder and as TFDS-style records (a TFRecord of `tf.train.Example`s holding the encoded
+JPEG bytes and a label, which is what TFDS stores and `SkipDecoding` hands out).
 
-Contenders, measured interleaved in the same run, every one with the same number of workers
-(`--workers`, default: the CPU cores), median over `--repeats`:
+Contenders, measured interleaved in the same run (the order rotates each repeat), every
+tf.data one with the same settings, keras-vit's defaults: the file read inside the map, the
+map with `--workers` parallel calls (fixed, no AUTOTUNE), a private pool of `--workers`
+threads, autotuning off, 2 batches prefetched; median over `--repeats`:
 - keras-vit: `tf_data.build_dataset` with its defaults (JPEGs decoded only in the crop
   window);
 - tf.data whole: the plain pipeline decoding whole JPEGs then cropping
   (`tf.image.sample_distorted_bounding_box`, `tf.slice`, `tf.image.resize`,
-  `tf.image.random_flip_left_right`), map and prefetch AUTOTUNE, a private thread pool of
-  `--workers` threads;
+  `tf.image.random_flip_left_right`);
 - tf.data crop: the same with `tf.image.extract_jpeg_shape` + `tf.io.decode_and_crop_jpeg`
   (what vit_jax and big_vision do);
 - PIL threads / PIL processes: a PIL + NumPy loader as a PyTorch user writes it (torchvision's
@@ -34,10 +37,12 @@ Runs on Keras' TensorFlow backend (its layers map over a tf.data pipeline): KERA
 unset means tensorflow.
 
 Usage:
-    python benchmarks/input_pipeline.py                    # 400 images, 5 repeats
+    python benchmarks/input_pipeline.py                    # 400 images per set, 5 repeats
     python benchmarks/input_pipeline.py --json benchmarks/results/input_pipeline.json
     python benchmarks/input_pipeline.py --images 16 --batch-size 4 --image-size 32 \\
         --batches 2 --repeats 1                           # smoke test
+    python benchmarks/input_pipeline.py --profile --images 200 --batches 20 --repeats 5
+                                                          # CPU per image, per stage
 """
 
 from __future__ import annotations
@@ -105,6 +110,72 @@ def make_photos(root: str, count: int, classes: int = 4, seed: int = 0) -> list[
     return items
 
 
+def make_synthetic_photos(root: str, count: int, classes: int = 4,
+                          seed: int = 1) -> list[tuple[str, int]]:
+    """A second set, made independently of `make_photos`: procedural photographs (no source
+    image) at ImageNet's typical sizes and encoding (means about 518 x 393 px, 85% landscape at
+    4:3 or 3:2, baseline JPEG, 4:2:0 chroma, quality 80-96). Each is a 1/f^a colour-noise field
+    (natural images' power spectrum, a from 1.6 to 2.4) under a light gradient, with 3-11 flat
+    shapes and lines (sharp edges), a slight blur and sensor noise; writes root/c<k>/ and
+    returns (path, label)."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(count):
+        if rng.random() < 0.85:
+            width = int(np.clip(rng.normal(530, 35), 420, 640))
+            height = int(round(width * rng.choice([0.75, 0.667])))
+        else:
+            height = int(np.clip(rng.normal(500, 35), 420, 640))
+            width = int(round(height * rng.choice([0.75, 0.667])))
+        fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+        radius = np.hypot(fx, fy)
+        radius[0, 0] = 1.0
+        alpha = rng.uniform(1.6, 2.4)
+        spectrum = ((rng.standard_normal((3, *radius.shape))
+                     + 1j * rng.standard_normal((3, *radius.shape))) / radius ** (alpha / 2))
+        spectrum[:, 0, 0] = 0
+        field = np.moveaxis(np.fft.irfft2(spectrum, s=(height, width)), 0, -1)
+        field = field @ (np.eye(3) + 0.4 * rng.standard_normal((3, 3)))  # correlated colours
+        field = (field - field.mean()) / (field.std() + 1e-9)
+        pixels = rng.uniform(40, 200, 3) + field * rng.uniform(20, 45)
+        yy, xx = np.mgrid[0:height, 0:width]
+        angle = rng.uniform(0, 2 * np.pi)
+        light = np.cos(angle) * xx / width + np.sin(angle) * yy / height
+        pixels = pixels + light[..., None] * rng.uniform(-60, 60, 3)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(int(rng.integers(3, 12))):
+            colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
+            x0, y0 = rng.uniform(-0.2, 1.0) * width, rng.uniform(-0.2, 1.0) * height
+            x1 = x0 + rng.uniform(0.05, 0.6) * width
+            y1 = y0 + rng.uniform(0.05, 0.6) * height
+            kind = rng.integers(3)
+            if kind == 0:
+                draw.ellipse((x0, y0, x1, y1), fill=colour)
+            elif kind == 1:
+                draw.polygon([(rng.uniform(x0, x1), rng.uniform(y0, y1))
+                              for _ in range(int(rng.integers(3, 7)))], fill=colour)
+            else:
+                draw.line([(x0, y0), (x1, y1)], fill=colour, width=int(rng.integers(1, 9)))
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5)))
+        pixels = np.asarray(image, np.float32)
+        pixels = pixels + rng.normal(0, rng.uniform(1, 6), pixels.shape)
+        label = i % classes
+        folder = os.path.join(root, f"c{label}")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{i:05d}.jpg")
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+            path, "JPEG", quality=int(rng.integers(80, 97)), subsampling="4:2:0",
+            progressive=False, optimize=False)
+        items.append((path, label))
+    return items
+
+
+SETS = {"crops": make_photos, "synthetic": make_synthetic_photos}
+
+
 def write_records(items: list[tuple[str, int]], path: str) -> None:
     """The images as TFDS stores them: `tf.train.Example`s of encoded bytes and a label."""
     import tensorflow as tf
@@ -137,7 +208,7 @@ def keras_vit(args, items=None, records=None, training=True, **options):
     import tensorflow as tf
 
     import tf_data
-    from tf_data import folder, preprocess
+    from tf_data import folder, pipeline, preprocess
     from tf_data.source import Source, Split
 
     if records is None:
@@ -152,19 +223,30 @@ def keras_vit(args, items=None, records=None, training=True, **options):
         )
     source = Source(name="bench", kind="folder", class_names=("c0", "c1", "c2", "c3"),
                     splits={"train": split, "validation": split, "test": split})
+    options = {"threads": args.workers, **options}
     config = tf_data.PipelineConfig(
         image_size=args.image_size, batch_size=args.batch_size, repeat=True,
         # records: read the file every pass, as the plain pipelines do (not cached in memory)
         cache="auto" if records is None else False, **options)
-    ds = tf_data.build_dataset(source, "train", config, training=training)
+    # The same fixed map parallelism as every tf.data contender (the library's default is
+    # one call per CPU core; --workers may differ).
+    saved, pipeline._PARALLEL_CALLS = pipeline._PARALLEL_CALLS, args.workers
+    try:
+        ds = tf_data.build_dataset(source, "train", config, training=training)
+    finally:
+        pipeline._PARALLEL_CALLS = saved
     return ds if training else ds.repeat()
 
 
 def _plain_options(args):
+    """Every tf.data contender's settings, keras-vit's defaults: a private pool of `--workers`
+    threads, autotuning off (on 2 cores its own work cost 14-19% of the images,
+    benchmarks/RESULTS.md)."""
     import tensorflow as tf
 
     options = tf.data.Options()
     options.threading.private_threadpool_size = args.workers
+    options.autotune.enabled = False
     return options
 
 
@@ -176,9 +258,10 @@ def tf_data_plain(args, items=None, records=None, training=True, crop_decode=Fal
     if records is None:
         paths, labels = zip(*items)
         ds = tf.data.Dataset.from_tensor_slices((list(paths), list(labels)))
-        ds = ds.map(lambda p, y: (tf.io.read_file(p), y))
+        read = tf.io.read_file  # inside the parallel map, as keras-vit reads
     else:
         ds = read_records(records).map(lambda ex: (ex["image"], ex["label"]))
+        read = tf.identity
     if training:
         ds = ds.shuffle(args.images)
     ds = ds.repeat()
@@ -191,6 +274,7 @@ def tf_data_plain(args, items=None, records=None, training=True, crop_decode=Fal
         return begin, crop
 
     def train(encoded, label):
+        encoded = read(encoded)
         if crop_decode:
             begin, crop = window(tf.image.extract_jpeg_shape(encoded))
             image = tf.io.decode_and_crop_jpeg(
@@ -203,10 +287,11 @@ def tf_data_plain(args, items=None, records=None, training=True, crop_decode=Fal
         return tf.image.random_flip_left_right(image), label
 
     def evaluate(encoded, label):
-        return tf.image.resize(tf.io.decode_jpeg(encoded, channels=3), size), label
+        return tf.image.resize(tf.io.decode_jpeg(read(encoded), channels=3), size), label
 
-    ds = ds.map(train if training else evaluate, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(args.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    # The same fixed parallelism and prefetch as keras-vit's pipeline.
+    ds = ds.map(train if training else evaluate, num_parallel_calls=args.workers)
+    ds = ds.batch(args.batch_size, drop_remainder=True).prefetch(2)
     return ds.with_options(_plain_options(args))
 
 
@@ -225,8 +310,8 @@ def keras_layers(args, items, training=True):
         augment = keras.Sequential([keras.layers.RandomCrop(size, size),
                                     keras.layers.RandomFlip("horizontal")])
         ds = ds.map(lambda x, y: (augment(x, training=True), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.repeat().prefetch(tf.data.AUTOTUNE).with_options(_plain_options(args))
+                    num_parallel_calls=args.workers)
+    return ds.repeat().prefetch(2).with_options(_plain_options(args))
 
 
 def pil_batch(paths, size, training, seed):
@@ -320,8 +405,9 @@ def measure(iterator, args):
     return images / seconds, images / max(cpu, 1e-9)
 
 
-def contenders(args, items, records):
-    """name -> (workload, data, factory of a fresh iterator plus its closer)."""
+def contenders(args, items, records, photos="crops"):
+    """name -> factory of a fresh iterator plus its closer; names are
+    contender/workload/data/set."""
     def tf_iter(make):
         def start():
             return iter(make()), None
@@ -358,6 +444,7 @@ def contenders(args, items, records):
         for training, workload in ((True, "train"), (False, "eval")):
             table[f"keras-vit [{spec}]/{workload}/folder"] = tf_iter(
                 lambda t=training, o=options: keras_vit(args, items=items, training=t, **o))
+    table = {f"{name}/{photos}": start for name, start in table.items()}
     if args.only:
         table = {k: v for k, v in table.items() if any(s in k for s in args.only.split(","))}
     return table
@@ -368,10 +455,13 @@ def run(args) -> dict:
 
     work = tempfile.mkdtemp(prefix="input_pipeline_")
     try:
-        items = make_photos(os.path.join(work, "photos"), args.images)
-        records = os.path.join(work, "photos.tfrecord")
-        write_records(items, records)
-        table = contenders(args, items, records)
+        table, sizes = {}, {}
+        for photos in args.sets.split(","):
+            items = SETS[photos](os.path.join(work, photos), args.images)
+            records = os.path.join(work, f"{photos}.tfrecord")
+            write_records(items, records)
+            table.update(contenders(args, items, records, photos))
+            sizes[photos] = describe_set(items)
         rates = {name: [] for name in table}
         for repeat in range(args.repeats):
             names = list(table)
@@ -390,36 +480,166 @@ def run(args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
     for name, values in rates.items():
-        contender, workload, data = name.split("/")
+        contender, workload, data, photos = name.split("/")
         per_s = [v[0] for v in values]
         rows.append(dict(
-            contender=contender, workload=workload, data=data,
+            contender=contender, workload=workload, data=data, set=photos,
             img_s=statistics.median(per_s), img_s_all=per_s,
             per_core=statistics.median(per_s) / args.workers,
             img_cpu_s=statistics.median(v[1] for v in values),
+            img_cpu_s_all=[v[1] for v in values],
         ))
     return dict(
         date=time.strftime("%Y-%m-%d"), machine=platform.processor() or platform.machine(),
         cpus=os.cpu_count(), workers=args.workers, images=args.images,
         batch_size=args.batch_size, image_size=args.image_size, batches=args.batches,
-        repeats=args.repeats, versions=dict(
+        repeats=args.repeats, sets=sizes, versions=dict(
             python=platform.python_version(), tensorflow=tf.__version__,
             pillow=__import__("PIL").__version__, numpy=np.__version__),
         rows=rows,
     )
 
 
+def describe_set(items) -> dict:
+    """Mean size and bytes of a generated set's JPEGs."""
+    from PIL import Image
+
+    sizes = []
+    for path, _ in items:
+        with Image.open(path) as image:
+            sizes.append(image.size)
+    return dict(mean_width=float(np.mean([w for w, _ in sizes])),
+                mean_height=float(np.mean([h for _, h in sizes])),
+                mean_bytes=float(np.mean([os.path.getsize(p) for p, _ in items])))
+
+
 def markdown(result: dict) -> str:
-    """The table, with each row's ratio to the keras-vit row of its workload and data."""
-    ours = {(r["workload"], r["data"]): r["img_s"] for r in result["rows"]
-            if r["contender"] == "keras-vit"}
-    lines = ["| workload | data | contender | img/s (median) | per core | img/CPU-s "
-             "| keras-vit / this |", "|---|---|---|---|---|---|---|"]
-    for r in result["rows"]:
-        base = ours.get((r["workload"], r["data"]))
-        ratio = f"{base / r['img_s']:.2f}x" if base else ""
-        lines.append(f"| {r['workload']} | {r['data']} | {r['contender']} | {r['img_s']:.0f} "
-                     f"| {r['per_core']:.0f} | {r['img_cpu_s']:.0f} | {ratio} |")
+    """The table, with each row's ratio to the keras-vit row of its workload, data and set, in
+    images per second and per CPU-second (median over the repeats of the same-repeat ratios,
+    and their min-max: the contenders of a repeat ran back to back; on a shared machine the
+    CPU-second ratio is the steadier)."""
+    rows = result["rows"]
+    ours = {(r["workload"], r["data"], r["set"]): r for r in rows if r["contender"] == "keras-vit"}
+    lines = ["| set | workload | data | contender | img/s (median, min-max) | per core "
+             "| img/CPU-s | keras-vit / this, img/s (median, min-max) | the same, img/CPU-s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ratio(base, row, key):
+        if base is None or key not in row:
+            return ""
+        ratios = [a / b for a, b in zip(base[key], row[key])]
+        return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+    for r in rows:
+        base = ours.get((r["workload"], r["data"], r["set"]))
+        lines.append(f"| {r['set']} | {r['workload']} | {r['data']} | {r['contender']} "
+                     f"| {r['img_s']:.0f} ({min(r['img_s_all']):.0f}-{max(r['img_s_all']):.0f}) "
+                     f"| {r['per_core']:.0f} | {r['img_cpu_s']:.0f} "
+                     f"| {ratio(base, r, 'img_s_all')} | {ratio(base, r, 'img_cpu_s_all')} |")
+    return "\n".join(lines)
+
+
+def profile_stages(args) -> str:
+    """Per-image CPU time of the training map's stages, cumulative, keras-vit's and the plain
+    decode-and-crop pipeline's, on each set: one map call at a time on one thread (no
+    parallelism to blur the sum), the files' bytes in memory (no disk), interleaved rounds
+    (`--repeats`), median and min-max in microseconds of process CPU time per image."""
+    import psutil
+    import tensorflow as tf
+
+    from tf_data import preprocess
+
+    size = (args.image_size, args.image_size)
+
+    def plain_window(encoded):
+        begin, crop, _ = tf.image.sample_distorted_bounding_box(
+            tf.image.extract_jpeg_shape(encoded), tf.zeros([1, 0, 4], tf.float32),
+            min_object_covered=0.0, aspect_ratio_range=ASPECT, area_range=AREA,
+            max_attempts=100, use_image_if_no_bounding_boxes=True)
+        return tf.stack([begin[0], begin[1], crop[0], crop[1]])
+
+    def plain(stage):
+        def fn(encoded, drawn):
+            window = plain_window(encoded)
+            if stage == 1:
+                return tf.cast(window, tf.float32)
+            image = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+            if stage == 2:
+                return tf.cast(image[0, 0], tf.float32)
+            image = tf.image.resize(image, size)
+            return image if stage == 3 else tf.image.random_flip_left_right(image)
+        return fn
+
+    def ours(stage):
+        def fn(encoded, drawn):
+            pair = tf.stack([drawn, tf.constant(0, tf.int64)])
+            crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
+            if stage == 0:
+                return tf.cast(crop_seed, tf.float32)
+            shape = tf.image.extract_jpeg_shape(encoded)
+            window = preprocess.crop_window(shape, crop_seed, AREA, ASPECT)
+            if stage == 1:
+                return tf.cast(window, tf.float32)
+            image = tf.cond(tf.io.is_jpeg(encoded),
+                            lambda: preprocess.decode_jpeg_window(encoded, window, shape[1]),
+                            lambda: tf.zeros([1, 1, 3], tf.uint8))
+            if stage == 2:
+                return tf.cast(image[0, 0], tf.float32)
+            image = preprocess.resize(image, size)
+            return image if stage == 3 else preprocess.random_flip(image, flip_seed)
+        return fn
+
+    stages = {
+        "keras-vit: tf.data, seeds": ours(0),
+        "keras-vit: + JPEG header, window": ours(1),
+        "keras-vit: + decode window (+1 column each side, slice)": ours(2),
+        "keras-vit: + cast, resize": ours(3),
+        "keras-vit: + flip (the whole map)": ours(4),
+        "plain crop: + JPEG header, window": plain(1),
+        "plain crop: + decode_and_crop_jpeg": plain(2),
+        "plain crop: + resize": plain(3),
+        "plain crop: + flip (the whole map)": plain(4),
+    }
+    work = tempfile.mkdtemp(prefix="input_pipeline_")
+    try:
+        data = {}
+        for photos in args.sets.split(","):
+            items = SETS[photos](os.path.join(work, photos), args.images)
+            data[photos] = []
+            for path, _ in items:
+                with open(path, "rb") as f:
+                    data[photos].append(f.read())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    count = args.batches * args.batch_size
+
+    def cost(fn, encoded):
+        ds = tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(encoded).repeat(),
+                                 tf.data.Dataset.random(seed=0))
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = 1
+        options.autotune.enabled = False
+        iterator = iter(ds.map(fn).prefetch(1).with_options(options))
+        for _ in range(args.warmup * args.batch_size):
+            next(iterator)
+        me = psutil.Process()
+        start = sum(me.cpu_times()[:2])
+        for _ in range(count):
+            next(iterator)
+        return (sum(me.cpu_times()[:2]) - start) / count * 1e6
+
+    times = {(photos, name): [] for photos in data for name in stages}
+    for repeat in range(args.repeats):
+        for photos, encoded in data.items():
+            names = list(stages)
+            names = names[repeat % len(names):] + names[:repeat % len(names)]
+            for name in names:
+                times[(photos, name)].append(cost(stages[name], encoded))
+    lines = ["| set | stage (cumulative) | CPU us per image (median, min-max) |",
+             "|---|---|---|"]
+    for (photos, name), values in times.items():
+        lines.append(f"| {photos} | {name} | {statistics.median(values):.0f} "
+                     f"({min(values):.0f}-{max(values):.0f}) |")
     return "\n".join(lines)
 
 
@@ -432,11 +652,18 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=40, help="timed batches per measurement")
     parser.add_argument("--warmup", type=int, default=3, help="batches before timing")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sets", default="crops,synthetic",
+                        help="JPEG sets: crops (of scikit-learn's photos), synthetic (procedural)")
     parser.add_argument("--only", default="", help="comma-separated substrings of contender names")
     parser.add_argument("--variant", action="append", default=[],
                         help="extra keras-vit rows with PipelineConfig options, e.g. autotune=True")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--profile", action="store_true",
+                        help="per-image CPU time of the training map's stages instead")
     args = parser.parse_args(argv)
+    if args.profile:
+        print(profile_stages(args))
+        return
     result = run(args)
     print(markdown(result))
     if args.json:

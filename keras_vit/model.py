@@ -34,9 +34,12 @@ CLASSIFIERS = ("token", "gap", "map")
 class VisionTransformer(keras.Model):
     """The functional model that `ViT(...)` and the variants return.
 
-    A plain Keras functional model (same config, same `.keras` files) with one difference:
-    what `jit_compile="auto"` (Keras' default) picks on TensorFlow, where Keras leaves XLA off
-    on CPUs:
+    A plain Keras functional model (same config, same `.keras` files) with two differences.
+    On PyTorch, `compile(jit_compile=True)` trains with a step that compiles the forward pass
+    and the loss as one traced graph and runs the optimizer eagerly
+    (`keras_vit/kernels/torch_step.py`; Keras' own step recompiles per layer class); the same
+    updates as Keras' step. On TensorFlow, what `jit_compile="auto"` (Keras' default) picks,
+    where Keras leaves XLA off on CPUs:
 
     - under a `tf.distribute` strategy, no step compiles with XLA, as in Keras (with several
       devices XLA's steps fail to run);

@@ -78,8 +78,9 @@ def test_step_products_are_the_counted_flops(throughput, last_block_rows):
 
 @once  # the input-pipeline benchmark runs in its own process on TensorFlow's graph
 def test_input_pipeline_benchmark_runs(tmp_path):
-    """benchmarks/input_pipeline.py end to end at toy sizes: every contender yields batches and
-    the table and JSON come out (speed itself is in benchmarks/RESULTS.md, never asserted)."""
+    """benchmarks/input_pipeline.py end to end at toy sizes, on both JPEG sets: every contender
+    yields batches and the table and JSON come out (speed itself is in benchmarks/RESULTS.md,
+    never asserted)."""
     import json
     import subprocess
     import sys
@@ -94,11 +95,14 @@ def test_input_pipeline_benchmark_runs(tmp_path):
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
-    names = {(r["contender"], r["workload"], r["data"]) for r in rows}
-    assert ("keras-vit", "train", "records") in names and ("PIL processes", "eval", "folder") in names
-    assert len(rows) == 16 and all(r["img_s"] > 0 for r in rows)
-    assert "| train | folder | keras-vit |" in done.stdout
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    names = {(r["contender"], r["workload"], r["data"], r["set"]) for r in rows}
+    assert ("keras-vit", "train", "records", "synthetic") in names
+    assert ("PIL processes", "eval", "folder", "crops") in names
+    assert len(rows) == 32 and all(r["img_s"] > 0 for r in rows)  # 16 per JPEG set
+    assert set(result["sets"]) == {"crops", "synthetic"}
+    assert "| synthetic | train | folder | keras-vit |" in done.stdout
 
 
 @once

@@ -74,6 +74,21 @@ def test_decode_resize_scales_large_jpegs_in_the_decoder():
     assert np.abs(fast - reference).mean() < 4.0
 
 
+@once  # tf.data only: the same on every backend
+def test_resize_stays_within_the_pixel_range_without_a_clip():
+    """`preprocess.resize` (bilinear, no clip) of extreme pixels, up and down at odd ratios:
+    every output in [0, 255], and whole-image constants kept exactly."""
+    rng = np.random.default_rng(0)
+    for i, (height, width, out_h, out_w) in enumerate(
+            [(7, 9, 224, 224), (301, 203, 224, 224), (2, 3, 17, 5), (519, 389, 31, 223)]):
+        pixels = rng.choice(np.array([0, 1, 254, 255], np.uint8), (height, width, 3))
+        out = preprocess.resize(tf.constant(pixels), (out_h, out_w)).numpy()
+        assert out.dtype == np.float32 and out.min() >= 0.0 and out.max() <= 255.0, i
+        for value in (0, 255):
+            flat = preprocess.resize(tf.fill((height, width, 3), np.uint8(value)), (out_h, out_w))
+            assert np.all(flat.numpy() == value)
+
+
 @pytest.mark.parametrize("height, width, ratio", [
     (400, 600, 8),   # 50 x 75 still covers 48 x 48
     (380, 600, 4),   # 380 < 8 x 48: the rule takes 1/4 (95 x 150), not 1/8

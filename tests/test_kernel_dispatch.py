@@ -238,33 +238,25 @@ def test_jax_gpu_probabilities_and_dropout_take_the_reference_form(jax_gpu, rng)
 
 
 @jax_only
-def test_jax_vit_on_a_gpu_pads_every_block(jax_gpu, rng):
-    """A bfloat16 ViT (training forward pass, traced) whose 17 tokens and class-row last block
-    (Q = 1) cuDNN refuses unpadded: each block's attention asks cuDNN for 64-padded lengths,
-    and the choice is remembered per shape."""
+def test_jax_encoder_blocks_on_a_gpu_pad_every_attention(jax_gpu, rng):
+    """A bfloat16 encoder block as a ViT's last two (training forward pass, traced): on 17
+    tokens, then as the class-row last block (Q = 1); cuDNN refuses both unpadded. Each
+    attention asks cuDNN for 64-padded lengths, and the choice is remembered per shape."""
     import jax
-    import keras
 
-    from keras_vit import ViT
     from keras_vit.kernels import jax as jax_kernels
+    from keras_vit.layers.transformer_block import TransformerBlock
 
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
-        model = ViT(image_size=16, patch_size=4, hidden_size=16, num_layers=2, num_heads=2,
-                    mlp_dim=32, include_top=False, pooling="token")
-    finally:
-        keras.config.set_dtype_policy("float32")
+    block = TransformerBlock(num_heads=2, mlp_dim=32, dtype="mixed_bfloat16")
+    block.build((2, 17, 16))  # one block twice: the traces are what count here
     fake = jax_gpu(64)
-    images = rng.uniform(0, 255, (2, 16, 16, 3)).astype("float32")
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
+    tokens = rng.standard_normal((2, 17, 16)).astype("float32")
     out = jax.eval_shape(
-        lambda t, x: model.stateless_call(t, non_trainable, x, training=True)[0],
-        trainable, images)
-    assert out.shape == (2, 16)
+        lambda x: block(block(x, training=True), training=True, num_queries=1), tokens)
+    assert out.shape == (2, 1, 16) and out.dtype == "bfloat16"
     assert [(c["implementation"], c["q_len"], c["t_len"]) for c in fake.calls] == [
-        ("cudnn", 17, 17), ("cudnn", 18, 18), ("cudnn", 64, 64),  # the first block
-        ("cudnn", 1, 17), ("cudnn", 2, 18), ("cudnn", 64, 64)]  # the last, class row only
+        ("cudnn", 17, 17), ("cudnn", 18, 18), ("cudnn", 64, 64),  # the full block
+        ("cudnn", 1, 17), ("cudnn", 2, 18), ("cudnn", 64, 64)]  # the class row only
     assert sorted((k[1], k[2], v) for k, v in jax_kernels.CUDNN_CHOICES.items()) == [
         (17, 1, 64), (17, 17, 64)]
 

@@ -210,14 +210,17 @@ def build_dataset(
     ds = ds.shuffle(max(buffer, 1), seed=seed, reshuffle_each_iteration=True)
     if config.repeat:
         ds = ds.repeat()
-    # One stateless seed pair per example; rerandomized (deterministically)
-    # on each pass when the dataset is iterated again.
+    # One random int64 per example, the stateless seed pair (it, seed) inside the
+    # parallel map; rerandomized (deterministically) on each pass when the dataset
+    # is iterated again. (Pairs drawn as `random().batch(2)` cost a batching step
+    # per example in the pipeline's sequential part.)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    ds = tf.data.Dataset.zip(ds, seeds.batch(2, drop_remainder=True))
+    ds = tf.data.Dataset.zip(ds, seeds)
     flip = source.flip if config.flip is None else config.flip
 
-    def prepare_train(element, pair):
+    def prepare_train(element, drawn):
         args = element if isinstance(element, tuple) else (element,)
+        pair = tf.stack([drawn, tf.constant(seed, tf.int64)])
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
         if split.read is not None:
             # Encoded images: a JPEG is decoded only inside its crop window

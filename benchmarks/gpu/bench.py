@@ -358,7 +358,7 @@ def _keras_speed(args, arch, workload, batch):
     compile_args = dict(optimizer=keras.optimizers.AdamW(1e-4),
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     if args.system.endswith("-compile"):
-        compile_args["jit_compile"] = True  # Keras' torch.compile of the whole step
+        compile_args["jit_compile"] = True  # keras-vit: kernels/torch_step.py; peers: Keras' step
     model.compile(**compile_args)
     info = {"device": _device(backend), "backend": backend,
             "jit_compile": bool(model.jit_compile)}
