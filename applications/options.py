@@ -101,7 +101,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="peak learning rate")
     g.add_argument("--optimizer", choices=("adamw", "sgd"))
     g.add_argument("--weight-decay", type=float, help="decoupled weight decay (train 0.1, "
-                   "finetune 0)")
+                   "digits 0.3; finetune 0)")
     g.add_argument("--weight-decay-on", choices=("kernels", "all"),
                    help="kernels (default): only weight matrices decay, not biases, norms, "
                    "position embeddings or tokens (big_vision's rule); all: every variable")
