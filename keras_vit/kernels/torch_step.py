@@ -43,7 +43,8 @@ def make_train_function(model, keras_train_function):
     from keras.src.backend.torch.trainer import TorchTrainer  # noqa: PLC0415
 
     if (type(model).train_step is not TorchTrainer.train_step  # a custom train_step
-            or model.optimizer is None or not model.trainable_weights):
+            or model.optimizer is None or not model.trainable_weights
+            or model.steps_per_execution > 1):  # which Keras' step refuses, saying why
         return None
     return CompiledTrainStep(model, keras_train_function)
 
