@@ -163,6 +163,10 @@ def test_representations_any_layer_and_pooling(rng):
     assert labels.tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="out of range"):
         evaluation.representation_model(vit, layer=5)
+    gap = keras_vit.ViT(image_size=8, patch_size=4, hidden_size=8, num_layers=1, num_heads=2,
+                        mlp_dim=8, classes=3, classifier="gap")
+    with pytest.raises(ValueError, match="no class token; use pooling 'avg' or 'max'"):
+        evaluation.representation_model(gap, layer=0, pooling="token")
 
 
 @pytest.fixture(scope="module")

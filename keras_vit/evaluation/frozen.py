@@ -45,9 +45,12 @@ def representation_model(model, layer=None, pooling=None, norm=False):
     else:
         tokens = feature_extractor(model, blocks=-1 if layer is None else layer,
                                    norm=layer is None or norm).output
+    encoder = next((l for l in model.layers if isinstance(l, PatchEncoder)), None)
+    has_class_token = encoder is not None and encoder.use_class_token
     if pooling is None:
-        encoder = next((l for l in model.layers if isinstance(l, PatchEncoder)), None)
-        pooling = "token" if encoder is not None and encoder.use_class_token else "avg"
+        pooling = "token" if has_class_token else "avg"
+    elif pooling == "token" and encoder is not None and not has_class_token:
+        raise ValueError(f"Model '{model.name}' has no class token; use pooling 'avg' or 'max'.")
     pooled = TokenPooling(pooling, name="representation_pool")(tokens)
     return keras.Model(inputs, pooled, name=f"{model.name}_representation")
 
