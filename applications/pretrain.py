@@ -130,8 +130,8 @@ def run(args, log=print) -> int:
 
     if args.target == "pixels":
         log("note: the marginal-distribution baseline applies to colour targets only")
+    arch = architecture(args)  # a bad --model fails before the data loads
     source = tf_data.load_source(args.dataset, data_dir=args.data_dir)
-    arch = architecture(args)
     os.makedirs(args.output, exist_ok=True)
     start = time.time()
     mpp, history, config = pretrain(

@@ -398,3 +398,20 @@ def test_docs_list_every_family_entry():
         assert f"`{entry.repo}`" in text and f"`{entry.name}`" in text, entry.repo
     for variant in FAMILY_VARIANTS:
         assert f"`{variant}`" in text or variant in text, variant
+
+
+@once
+@pytest.mark.parametrize("args, message", [
+    (["pretrain", "--dataset", "digits", "--model", "DINOv2S14"],
+     r"pretrain trains the paper's variants .*DINOv2S14 is a later ViT"),
+    (["finetune", "--dataset", "digits", "--model", "DINOv2S14", "--weights", "imagenet",
+      "--image-size", "28"], r"Unknown weights 'imagenet' for DINOv2S14\. Valid names: lvd142m"),
+    (["train", "--model", "DINOv2S99"], r"Unknown model variant 'DINOv2S99'; valid: .*DINOv2S14"),
+])
+def test_the_commands_name_bad_later_vit_choices(args, message, capsys, tmp_path):
+    from applications import cli
+
+    assert cli.main([*args, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
