@@ -123,8 +123,10 @@ out = {}
 for path in sys.argv[1:]:
     model = keras.saving.load_model(path)
     optimizer = model.optimizer
+    inner = optimizer.inner_optimizer  # keras-vit train: a GroupedOptimizer around AdamW
     out[path] = {"params": model.count_params(), "optimizer": type(optimizer).__name__,
-                 "schedule": type(optimizer._learning_rate).__name__,
+                 "inner": type(inner).__name__, "decay_on": optimizer.weight_decay_on,
+                 "schedule": type(inner._learning_rate).__name__,
                  "iterations": int(keras.ops.convert_to_numpy(optimizer.iterations)),
                  "metrics": [m.name for m in model.metrics]}
 print(json.dumps(out))
@@ -190,7 +192,10 @@ def test_train_then_load_evaluate_predict_export_in_new_processes(tmp_path):
                                run_dir / "checkpoint.keras").strip().splitlines()[-1])
     for path, state in loaded.items():
         assert state["params"] > 100_000, path
-        assert state["optimizer"] == "AdamW" and state["schedule"] == "WarmupDecay"
+        # Kernel-only weight decay came back with the optimizer (a plain AdamW would decay all).
+        assert (state["optimizer"], state["inner"], state["decay_on"]) == (
+            "GroupedOptimizer", "AdamW", "kernels")
+        assert state["schedule"] == "WarmupDecay"
         assert state["iterations"] > 0  # the optimizer's state came back, not a fresh one
 
     # `evaluate` and `predict` in new processes once per make test (on TensorFlow's leg, the
