@@ -63,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", choices=("train", "validation", "test"))
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--verbose", type=int, choices=(0, 1, 2))
+    options.add_keep_aspect_option(ev)
 
     pr = sub.add_parser("predict", help="top-5 labels of images")
     options.add_saved_model_options(pr)
     pr.add_argument("images", nargs="+", metavar="IMAGE")
     pr.add_argument("--top", type=int, default=5)
     pr.add_argument("--json", action="store_true", help="one JSON object per image")
+    options.add_keep_aspect_option(pr)
 
     import importlib
 

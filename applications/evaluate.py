@@ -9,7 +9,7 @@ import keras
 
 import tf_data
 from applications import config as config_lib
-from applications import modeling, saved
+from applications import any_size, modeling, saved
 from applications.options import UsageError
 
 
@@ -37,12 +37,17 @@ def run(args, log=print) -> int:
             f"{source.num_classes}."
         )
     batch_size = args.batch_size or min(loaded.run.get("batch_size", 256), 256)
-    config = tf_data.PipelineConfig(
-        image_size=loaded.image_size,
-        batch_size=batch_size,
-        include_preprocessing=loaded.include_preprocessing,
-    )
-    ds = tf_data.build_dataset(source, args.split, config, training=False)
+    if getattr(args, "keep_aspect", False):
+        short, multiple = any_size.check_model(loaded)
+        ds = any_size.dataset(source, args.split, short, multiple, batch_size,
+                              loaded.include_preprocessing)
+    else:
+        config = tf_data.PipelineConfig(
+            image_size=loaded.image_size,
+            batch_size=batch_size,
+            include_preprocessing=loaded.include_preprocessing,
+        )
+        ds = tf_data.build_dataset(source, args.split, config, training=False)
     loss, metrics = modeling.loss_and_metrics(source.num_classes, one_hot=False)
     loaded.model.compile(loss=loss, metrics=metrics)
     result = loaded.model.evaluate(ds, verbose=args.verbose if args.verbose is not None else "auto",
@@ -53,6 +58,7 @@ def run(args, log=print) -> int:
         "split": args.split,
         "examples": source.split(args.split).num_examples,
         "backend": keras.backend.backend(),
+        **({"keep_aspect": True} if getattr(args, "keep_aspect", False) else {}),
         **{k: float(v) for k, v in result.items()},
     }
     log(json.dumps(report, indent=2))

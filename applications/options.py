@@ -164,6 +164,13 @@ def add_saved_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-path", help="a saved .keras model (default: OUTPUT/model.keras)")
 
 
+def add_keep_aspect_option(p: argparse.ArgumentParser) -> None:
+    """--keep-aspect of evaluate/predict (applications/any_size.py)."""
+    p.add_argument("--keep-aspect", action="store_true",
+                   help="a model of any image size: each image at its own aspect ratio, the "
+                   "shorter side at the model's size, both sides rounded to the patch")
+
+
 def _dtype_policy(text: str) -> str | None:
     """--dtype float32 | mixed_bfloat16 | mixed_float16 (or bfloat16/float16) -> --mixed-precision."""
     name = text.lower().removeprefix("mixed_")

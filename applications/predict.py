@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_data
-from applications import saved
+from applications import any_size, saved
 
 
 def run(args, log=print) -> int:
@@ -20,6 +20,9 @@ def run(args, log=print) -> int:
         0 when every image was read, 1 otherwise.
     """
     loaded = saved.load(args.output, args.model_path)
+    keep_aspect = getattr(args, "keep_aspect", False)
+    if keep_aspect:
+        short, multiple = any_size.check_model(loaded)
     names = loaded.class_names()
     k = min(args.top, loaded.num_classes)
     images, paths, failed = [], [], []
@@ -31,14 +34,17 @@ def run(args, log=print) -> int:
             reason = str(e).splitlines()[0].split("}} ")[-1].split(" [Op:")[0]
             log(f"{path}: cannot read image ({reason}); skipped")
             continue
-        # The evaluation preprocessing: resize the whole image, then scale.
-        image = tf.image.resize(tf.cast(image, tf.float32), loaded.image_size)
+        # The evaluation preprocessing: resize the whole image (or keep its aspect), then scale.
+        if keep_aspect:
+            image = any_size.resize_keeping_aspect(image, short, multiple)
+        else:
+            image = tf.image.resize(tf.cast(image, tf.float32), loaded.image_size)
         images.append(tf_data.scale_for_model(tf.clip_by_value(image, 0, 255),
                                               loaded.include_preprocessing))
         paths.append(path)
     results = []
     if images:
-        probs = np.asarray(loaded.model.predict(tf.stack(images).numpy(), verbose=0))
+        probs = _predict(loaded.model, images)
         for path, p in zip(paths, probs):
             top = np.argsort(-p)[:k]
             results.append({
@@ -53,3 +59,16 @@ def run(args, log=print) -> int:
             ranked = ", ".join(f"{t['label']} ({t['probability']:.3f})" for t in r["top"])
             log(f"{r['image']}: {ranked}")
     return 1 if failed else 0
+
+
+def _predict(model, images):
+    """Probabilities of images that may differ in size: one batch per size, in input order."""
+    probs = [None] * len(images)
+    by_size = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape), []).append(i)
+    for indices in by_size.values():
+        batch = tf.stack([images[i] for i in indices]).numpy()
+        for i, p in zip(indices, np.asarray(model.predict(batch, verbose=0))):
+            probs[i] = p
+    return probs

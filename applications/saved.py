@@ -21,7 +21,13 @@ class SavedRun:
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """The input size; for a model of any size, the one its position embedding is stored
+        at (what the programs resize to unless told to keep aspect ratios)."""
         shape = self.model.input_shape
+        if None in shape[1:3]:
+            from keras_vit import resolution  # noqa: PLC0415
+
+            return resolution.stored_image_size(self.model)
         return int(shape[1]), int(shape[2])
 
     @property

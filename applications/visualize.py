@@ -68,7 +68,7 @@ def run(args, log=print) -> int:
     out = lambda name: os.path.join(args.output, f"{name}.{ext}")
     written = []
 
-    rows, cols, prefix, pixels = analysis.token_layout(model)
+    rows, cols, prefix, pixels = analysis.token_layout(model, loaded.image_size)
     attention = analysis.attention_maps(model, images)
     distance = analysis.mean_attention_distance(attention, rows, cols, pixels, prefix)
     written.append(plots.plot_mean_attention_distance(distance, out("mean_attention_distance"),

@@ -16,7 +16,7 @@ from keras_vit.layers import (
     TokenPooling,
     TransformerBlock,
 )
-from keras_vit import distribution, evaluation, optimizers
+from keras_vit import distribution, evaluation, optimizers, resolution
 from keras_vit.distribution import layout_map
 from keras_vit.features import TokensToSpatial, feature_extractor
 from keras_vit.masked_patch_prediction import MaskedPatchPrediction

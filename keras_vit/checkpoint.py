@@ -227,6 +227,26 @@ def resample_position_embedding(posemb, grid, num_prefix_tokens, method="officia
     return np.concatenate([prefix, new], axis=1)
 
 
+def resample_position_table(table, length, method="official"):
+    """Resamples a (n, D/2) table of the 2-D embedding (`..._row` or `..._col`) to `length`
+    rows, as `resample_position_embedding` resamples the matching axis of a grid."""
+    from keras_vit import resample  # noqa: PLC0415 (optional path)
+
+    table = np.asarray(table)
+    old = len(table)
+    if method == "official":
+        new = scipy.ndimage.zoom(table.astype(np.float64), (length / old, 1), order=1)
+    elif method == "bicubic":
+        new = resample.resize_weights(old, length) @ table.astype(np.float64)
+    elif method in ("bicubic_no_antialias", "dinov2"):
+        scale = (length + 0.1) / old if method == "dinov2" else None
+        new = resample.plain_bicubic_weights(old, length, scale) @ table.astype(np.float64)
+    else:
+        raise ValueError(f"Unknown pos_embed_resample {method!r}; expected one of "
+                         f"{', '.join(map(repr, POS_EMBED_RESAMPLE))}.")
+    return new.astype(table.dtype)
+
+
 def assign_checkpoint(model, params, source="checkpoint", pos_embed_resample="official",
                       skip_head=False, patch_embed_resample=None):
     """Writes `params` (official layout) into `model`, all or nothing.
@@ -323,6 +343,9 @@ def _fit(key, value, variable, encoder, pos_embed_resample, patch_embed_resample
                 f"'{key}' has shape {value.shape} in the checkpoint, model expects {want}, "
                 f"and cannot be resampled: {error} (a class-token/GAP mismatch?)"
             ) from None
+    if key in (POS_EMBED_KEY + "_row", POS_EMBED_KEY + "_col") and value.ndim == 2 \
+            and value.shape[1] == want[1]:
+        return resample_position_table(value, want[0], pos_embed_resample)
     squeezed = tuple(s for s in value.shape if s != 1)
     if value.size == np.prod(want) and squeezed == tuple(s for s in want if s != 1):
         return value.reshape(want)  # GroupNorm parameters are stored as (1, 1, 1, C)

@@ -27,9 +27,15 @@ class TokensToSpatial(keras.layers.Layer):
     """Tokens (B, prefix + h * w, D) -> a feature map (B, h, w, D), prefix tokens dropped.
 
     Args:
-        grid_size: (h, w), the patch grid (row-major, as `Patches` orders the tokens).
+        grid_size: (h, w), the patch grid (row-major, as `Patches` orders the tokens); None for
+            a model of any image size: the grid is then read from each call's second argument.
         num_prefix_tokens: leading tokens that are no patch (1 for the class token, else 0).
         **kwargs: standard `keras.layers.Layer` arguments.
+
+    Call arguments:
+        tokens: (B, prefix + h * w, D).
+        grid: with `grid_size=None`, a tensor whose axes 1 and 2 are the call's (h, w), such as
+            the patch grid (B, h, w, P * P * C) of `Patches(flatten=False)`.
 
     Example:
 
@@ -44,16 +50,21 @@ class TokensToSpatial(keras.layers.Layer):
 
     def __init__(self, grid_size, num_prefix_tokens=0, **kwargs):
         super().__init__(**kwargs)
-        self.grid_size = (int(grid_size[0]), int(grid_size[1]))
+        self.grid_size = None if grid_size is None else (int(grid_size[0]), int(grid_size[1]))
         self.num_prefix_tokens = int(num_prefix_tokens)
 
-    def call(self, tokens):
-        rows, cols = self.grid_size
+    def call(self, tokens, grid=None):
+        rows, cols = self.grid_size or tuple(ops.shape(grid)[1:3])
         patches = tokens[:, self.num_prefix_tokens:]
         return ops.reshape(patches, (-1, rows, cols, tokens.shape[-1]))
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0],) + self.grid_size + (input_shape[-1],)
+    def compute_output_shape(self, input_shape, grid_shape=None):
+        grid = self.grid_size or tuple(grid_shape[1:3])
+        return (input_shape[0],) + tuple(grid) + (input_shape[-1],)
+
+    def compute_output_spec(self, tokens, grid=None):
+        shape = self.compute_output_shape(tokens.shape, None if grid is None else grid.shape)
+        return keras.KerasTensor(shape, dtype=tokens.dtype)
 
     def get_config(self):
         config = super().get_config()
@@ -73,7 +84,8 @@ def feature_extractor(model, blocks=None, output="tokens", norm=False, name=None
             the only output of a model without a list).
         output: `"tokens"`: (B, T, D), the class token (if any) and register tokens (if any)
             first, as the blocks compute them; `"spatial"`: (B, h, w, D) on the patch grid,
-            without the class and register tokens.
+            without the class and register tokens (for a model of any image size, on each
+            call's grid).
         norm: pass each output through the model's final LayerNorm (`encoder_norm`), as
             timm's `forward_intermediates(norm=True)`. HF's `last_hidden_state` is the last
             block's output with `norm=True`; its `hidden_states` are without.
@@ -133,7 +145,10 @@ def feature_extractor(model, blocks=None, output="tokens", norm=False, name=None
         x = encoder_blocks[i](x)
         if i in indices:
             y = layer_norm(x) if layer_norm is not None else x
-            if output == "spatial":
+            if output == "spatial" and len(encoder.input.shape) == 4:
+                # Any image size: the grid is the call's, read from the patch grid.
+                y = TokensToSpatial(None, prefix, name=f"spatial_{i}")(y, encoder.input)
+            elif output == "spatial":
                 y = TokensToSpatial(encoder.grid_size, prefix, name=f"spatial_{i}")(y)
             outputs[i] = y
     result = [outputs[i] for i in indices]

@@ -21,6 +21,7 @@ from keras_vit.layers.attention_pooling import MultiheadAttentionPooling
 from keras_vit.layers.layer_norm import LayerNorm
 from keras_vit.layers.patch_encoder import PatchEncoder, check_position_embedding
 from keras_vit.layers.patches import Patches, grid_size
+from keras_vit.layers.position_resample import any_size_grid
 from keras_vit.layers.pooling import POOLINGS, TokenPooling
 from keras_vit.layers.register_tokens import RegisterTokens
 from keras_vit.layers.resnet import resnet_stem
@@ -103,8 +104,11 @@ class VisionTransformer(keras.Model):
         (tokens x weights per block) reach `CPU_WITHOUT_XLA_MACS`."""
         if kernels.device() != "cpu":
             return False
+        # A model of any image size counts the tokens of its stored grid.
+        tokens = next((1 + grid[0] * grid[1] for grid in (getattr(layer, "grid_size", None)
+                       for layer in self.layers if isinstance(layer, PatchEncoder)) if grid), None)
         try:
-            macs = sum(block.input.shape[1] * block.count_params()
+            macs = sum((block.input.shape[1] or tokens) * block.count_params()
                        for block in self.layers if isinstance(block, TransformerBlock))
         except (TypeError, ValueError):  # a block called more than once, or on unknown tokens
             return False
@@ -152,8 +156,10 @@ def ViT(
 
     Args:
         image_size: int or (height, width) of the input images. Ignored when `input_shape` is
-            given. Default: 224, or the checkpoint's native resolution when `weights` are
-            loaded (e.g. 384 for the 384 px ImageNet fine-tuned files).
+            given with a fixed size; with `input_shape=(None, None, C)`, the size whose patch
+            grid the position embedding is stored at (the trained grid). Default: 224, or the
+            checkpoint's native resolution when `weights` are loaded (e.g. 384 for the 384 px
+            ImageNet fine-tuned files).
         patch_size: int or (P_h, P_w). Must divide the image size (for hybrids: the ResNet's
             feature map, so R50+ViT-B/16 uses patch size 1 on a 1/16-resolution map).
         hidden_size: D, the token width.
@@ -191,7 +197,14 @@ def ViT(
             `include_top=True` the checkpoint's head is loaded and `classes` must match it
             (see `head`). See `keras_vit.weights.loading` and docs/pretrained_weights.md.
         input_tensor: optional Keras tensor to use as the model's input.
-        input_shape: optional (H, W, C); overrides `image_size`, and allows C != 3.
+        input_shape: optional (H, W, C); overrides `image_size`, and allows C != 3. H and W
+            may be None (as `keras.applications` convnets accept (None, None, 3)): the model
+            then takes images of any size whose sides the patch divides, one size per batch,
+            and resamples its position embedding, stored at `image_size`'s grid, to each
+            call's grid inside the graph, with `pos_embed_resample`'s algorithm (the identity
+            at the stored grid); see docs/dynamic_resolution.md. The stored grid is kept apart
+            from the input shape because a learned embedding has to be stored at one grid, the
+            one it was trained (or loaded) at. Not with `position_embedding="relative"`.
         pooling: with `include_top=False`: None returns the normalised token sequence
             (B, T, D); `"token"`, `"avg"` or `"max"` return (B, D); `"map"` (with
             `classifier="map"`) the attention-pooled output, as HF `SiglipVisionModel`'s
@@ -209,10 +222,11 @@ def ViT(
             `representation_size` is given: the paper's fine-tuning setup). The zeroed heads
             of the ImageNet-21k files are never used as classifiers.
         pos_embed_resample: how a checkpoint's position embedding is resampled to another
-            resolution: `"official"` (scipy zoom, order 1, as vit_jax), `"bicubic"`
-            (antialiased, as timm), `"bicubic_no_antialias"` (HF Dinov2, SigLIP, ViTMAE) or
-            `"dinov2"` (the original DINOv2 code's). Default (None): the weights' own
-            (`"bicubic"` for timm files, each HF family's, else `"official"`).
+            resolution (when loading, and for a model of any image size at each call):
+            `"official"` (scipy zoom, order 1, as vit_jax), `"bicubic"` (antialiased, as
+            timm), `"bicubic_no_antialias"` (HF Dinov2, SigLIP, ViTMAE) or `"dinov2"` (the
+            original DINOv2 code's). Default (None): the weights' own (`"bicubic"` for timm
+            files, each HF family's, else `"official"`).
         patch_embed_resample: how a checkpoint of another patch size is loaded: None (refused),
             `"pi"` (FlexiViT's PI-resize of the patch embedding for bilinearly resized patches,
             as big_vision) or `"pi_bicubic"` (for antialiased bicubic resizing, as timm):
@@ -263,6 +277,14 @@ def ViT(
     ...             mlp_dim=128, classes=10)
     >>> model.output_shape
     (None, 10)
+
+    Any image size at run time, the position embedding stored at 32 px's 4x4 grid:
+
+    >>> import numpy as np
+    >>> model = ViT(image_size=32, input_shape=(None, None, 3), patch_size=8, hidden_size=64,
+    ...             num_layers=2, num_heads=4, mlp_dim=128, classes=10)
+    >>> [tuple(model(np.zeros((1, h, w, 3))).shape) for h, w in ((32, 32), (48, 24))]
+    [(1, 10), (1, 10)]
     """
     if classifier not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier {classifier!r}; expected one of {', '.join(CLASSIFIERS)}.")
@@ -319,6 +341,8 @@ def ViT(
                          "loading `weights`.")
     image_size = 224 if image_size is None else image_size
     gelu_approximate = True if gelu_approximate is None else gelu_approximate
+    if pos_embed_resample is None:
+        pos_embed_resample = plan.pos_embed_resample if plan is not None else "official"
     inputs, x = _inputs(image_size, input_tensor, input_shape)
     if include_preprocessing:
         # In float32 under mixed precision too: pixels up to 255 in bfloat16 are whole numbers
@@ -333,9 +357,13 @@ def ViT(
             x = keras.layers.Rescaling(scale, offset=offset, name="rescale", dtype="float32")(x)
     if resnet_num_layers is not None:
         x = resnet_stem(x, tuple(resnet_num_layers), resnet_width_factor)
-    grid = grid_size(tuple(x.shape[1:3]), patch_size)
+    any_size = None in tuple(x.shape[1:3])
+    if any_size:  # the embedding stored at image_size's grid, resampled to each call's
+        grid = any_size_grid(image_size, patch_size, position_embedding, resnet_num_layers)
+    else:
+        grid = grid_size(tuple(x.shape[1:3]), patch_size)
 
-    x = Patches(patch_size, name="patches")(x)
+    x = Patches(patch_size, flatten=not any_size, name="patches")(x)
     x = PatchEncoder(
         hidden_size,
         patch_size,
@@ -344,6 +372,7 @@ def ViT(
         position_embedding=position_embedding,
         dropout_rate=dropout_rate,
         no_embed_class=no_embed_class,
+        pos_embed_resample=pos_embed_resample,
         name="embedding",
     )(x)
     if num_register_tokens:

@@ -1,26 +1,37 @@
 """What the attention looks at: maps, mean attention distance (Fig. 7 right) and rollout.
 
 All functions take a model built by `keras_vit.ViT` (any backend) or arrays already extracted,
-and return NumPy arrays.
+and return NumPy arrays. A model of any image size (`input_shape=(None, None, 3)`) is analysed
+on the grid of the images given (`token_layout(model, image_size)`).
 """
 
 import numpy as np
 import scipy.ndimage
 from keras import ops
 
+from keras_vit import resolution
 from keras_vit.layers.patch_encoder import PatchEncoder
 from keras_vit.layers.transformer_block import TransformerBlock
 
 
-def token_layout(model):
+def token_layout(model, image_size=None):
     """(grid rows, grid cols, number of prefix tokens, pixel size of a patch (h, w)) of `model`.
 
     The pixel size is measured on the input image, so a hybrid's 1x1 patches on a 1/16 feature
     map count as 16x16 pixels.
+
+    Args:
+        model: a ViT built by this library.
+        image_size: (height, width) of the images analysed: needed for a model of any image
+            size (`input_shape=(None, None, 3)`), whose grid is each call's; a fixed-size model
+            takes its own size only.
     """
     encoder = next(layer for layer in model.layers if isinstance(layer, PatchEncoder))
-    rows, cols = encoder.grid_size
-    height, width = model.input_shape[1:3]
+    if image_size is None and resolution.takes_any_size(model):
+        raise ValueError(f"Model '{model.name}' takes images of any size: pass the images' "
+                         "image_size=(height, width) to lay out their tokens.")
+    height, width = image_size or model.input_shape[1:3]
+    rows, cols = resolution.patch_grid(model, (int(height), int(width)))
     return rows, cols, int(encoder.use_class_token), (height / rows, width / cols)
 
 
@@ -132,12 +143,13 @@ def rollout_maps(model, images, add_residual=True, head_fusion="mean", batch_siz
     Returns:
         (B, H, W) float32.
     """
-    rows, cols, prefix, _ = token_layout(model)
+    size = np.shape(images)[1:3]
+    rows, cols, prefix, _ = token_layout(model, size)
     if attention is None:
         attention = attention_maps(model, images, batch_size)
     rollout = attention_rollout(attention, add_residual, head_fusion)
     weights = rollout[:, 0, prefix:] if prefix else rollout.mean(axis=1)
-    return _to_image_maps(weights, rows, cols, model.input_shape[1:3])
+    return _to_image_maps(weights, rows, cols, size)
 
 
 def last_layer_class_attention(model, images, batch_size=32, attention=None):
@@ -149,15 +161,15 @@ def last_layer_class_attention(model, images, batch_size=32, attention=None):
     Returns:
         (B, heads, H, W) float32, each map scaled to [0, 1].
     """
-    rows, cols, prefix, _ = token_layout(model)
+    size = np.shape(images)[1:3]
+    rows, cols, prefix, _ = token_layout(model, size)
     if not prefix:
         raise ValueError("The model has no class token (classifier='gap'): use rollout_maps.")
     if attention is None:
         attention = attention_maps(model, images, batch_size)
     last = attention[-1]  # (B, heads, T, T)
     b, heads = last.shape[:2]
-    maps = _to_image_maps(last[:, :, 0, prefix:].reshape(b * heads, -1), rows, cols,
-                          model.input_shape[1:3])
+    maps = _to_image_maps(last[:, :, 0, prefix:].reshape(b * heads, -1), rows, cols, size)
     return maps.reshape(b, heads, *maps.shape[1:])
 
 

@@ -131,7 +131,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
         if input_scale_and_offset is not None:
             kernel, bias = fold_scale_and_offset(kernel, bias, *input_scale_and_offset)
         qkv = affine(x, ops.cast(kernel, x.dtype), ops.cast(bias, x.dtype), training)
-        return ops.reshape(qkv, (-1, x.shape[1], 3, self.num_heads, self.head_dim))
+        return ops.reshape(qkv, (-1, ops.shape(x)[1], 3, self.num_heads, self.head_dim))
 
     def _relative_bias(self, query):
         """Logits of the content queries (B, H, Q, D/H) (the first Q of the T tokens) against
@@ -159,7 +159,7 @@ class MultiHeadDotProductAttention(keras.layers.Layer):
             training=training)
         # Eq. 8: MSA(z) = [SA_1(z); ...; SA_k(z)] U_msa.
         d = self.num_heads * self.head_dim
-        attended = ops.reshape(attended, (-1, num_queries, d))
+        attended = ops.reshape(attended, (-1, ops.shape(attended)[1], d))  # Q: maybe unknown
         out = affine(attended, ops.cast(ops.reshape(self.out_kernel, (d, d)), x.dtype),
                      ops.cast(self.out_bias, x.dtype), training)
         if return_attention_scores:

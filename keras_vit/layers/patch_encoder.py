@@ -10,6 +10,7 @@ import math
 import keras
 from keras import ops
 
+from keras_vit.layers import position_resample
 from keras_vit.layers.dense import affine
 from keras_vit.layers.sincos import sincos_2d_position_embedding
 from keras_vit.layers.utils import dropout, to_pair
@@ -28,6 +29,11 @@ def check_position_embedding(position_embedding):
 @keras.saving.register_keras_serializable(package="keras_vit")
 class PatchEncoder(keras.layers.Layer):
     """Projects flattened patches, prepends the class token and adds position embeddings.
+
+    Takes flattened patches (B, N, P_h * P_w * C) on the fixed grid `grid_size`, or a patch
+    grid (B, rows, cols, P_h * P_w * C) (`Patches(flatten=False)`) of any size: the position
+    embedding, stored on `grid_size`, is then resampled to each call's grid inside the graph
+    (`keras_vit.layers.position_resample`), and used as stored on `grid_size` itself.
 
     Args:
         hidden_size: D, the width of the token embeddings.
@@ -48,6 +54,10 @@ class PatchEncoder(keras.layers.Layer):
         no_embed_class: the 1-D position embedding covers the patches only and is added before
             the class token is prepended (DeiT-III, big_vision; timm's name). Off (the paper),
             the class token has a position row of its own.
+        pos_embed_resample: for patch grids of other sizes than `grid_size`, how the stored
+            embedding is resampled to them: `"official"` (bilinear with aligned corners, as
+            vit_jax) or `"bicubic"` (antialiased, as timm); the algorithms of
+            `keras_vit.checkpoint.resample_position_embedding`.
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -67,10 +77,12 @@ class PatchEncoder(keras.layers.Layer):
         position_embedding="learned_1d",
         dropout_rate=0.0,
         no_embed_class=False,
+        pos_embed_resample="official",
         **kwargs,
     ):
         super().__init__(**kwargs)
         check_position_embedding(position_embedding)
+        position_resample.check_method(pos_embed_resample)
         if position_embedding == "sincos_2d" and hidden_size % 4:
             raise ValueError(
                 f"position_embedding='sincos_2d' splits hidden_size into four quarters; "
@@ -88,8 +100,18 @@ class PatchEncoder(keras.layers.Layer):
         self.position_embedding = position_embedding
         self.dropout_rate = dropout_rate
         self.no_embed_class = no_embed_class
+        self.pos_embed_resample = pos_embed_resample
 
     def build(self, input_shape):
+        if len(input_shape) == 4:  # a patch grid: any size, the embedding stored on grid_size
+            if self.position_embedding == "relative":
+                raise ValueError("position_embedding='relative' needs a fixed image size: its "
+                                 "table holds one embedding per offset between token indices.")
+            if self.grid_size is None and None in tuple(input_shape[1:3]):
+                raise ValueError("A patch grid of any size needs the grid_size that the "
+                                 "position embedding is stored at.")
+            self.grid_size = self.grid_size or tuple(input_shape[1:3])
+            input_shape = (input_shape[0], self.grid_size[0] * self.grid_size[1], input_shape[3])
         num_patches, patch_dim = input_shape[1], input_shape[2]
         ph, pw = self.patch_size
         if patch_dim % (ph * pw):
@@ -140,7 +162,12 @@ class PatchEncoder(keras.layers.Layer):
         self.built = True
 
     def call(self, patches, training=None):
-        return self.add_class_token_and_positions(self.project(patches), training=training)
+        grid = None
+        if len(patches.shape) == 4:  # (B, rows, cols, P_h * P_w * C)
+            grid = tuple(ops.shape(patches)[1:3])
+            patches = ops.reshape(patches, (-1, grid[0] * grid[1], patches.shape[-1]))
+        return self.add_class_token_and_positions(self.project(patches), training=training,
+                                                  grid=grid)
 
     def project(self, patches):
         """x_p^i E: the linear projection of each flattened patch, (B, N, D)."""
@@ -148,23 +175,31 @@ class PatchEncoder(keras.layers.Layer):
         kernel = ops.reshape(self.kernel, (ph * pw * channels, d))
         return affine(patches, kernel, self.bias)
 
-    def add_class_token_and_positions(self, x, training=None):
+    def add_class_token_and_positions(self, x, training=None, grid=None):
         """The rest of Eq. 1 on projected patches: [x_class; ...] + E_pos, then dropout.
 
         Kept apart from `project` so that self-supervision can corrupt patch embeddings in
-        between, as BERT corrupts token embeddings before adding positions.
+        between, as BERT corrupts token embeddings before adding positions. `grid`: the
+        (rows, cols) of the patches when not `grid_size` (the embedding is resampled to it).
         """
+        grid = self.grid_size if grid is None else grid
         if self.no_embed_class and self.position_embedding in ("learned_1d", "sincos_2d"):
             # DeiT-III: positions for the patches only, then the class token.
-            x = x + ops.cast(self.pos_embedding, x.dtype)
+            x = x + ops.cast(self._pos_embedding_1d(grid), x.dtype)
             return dropout(self.dropout, self._prepend_class_token(x), training)
         if self.use_class_token:
             x = self._prepend_class_token(x)
         if self.position_embedding in ("learned_1d", "sincos_2d"):
-            x = x + ops.cast(self.pos_embedding, x.dtype)
+            x = x + ops.cast(self._pos_embedding_1d(grid), x.dtype)
         elif self.position_embedding == "learned_2d":
-            x = x + ops.cast(self._pos_embedding_2d(), x.dtype)
+            x = x + ops.cast(self._pos_embedding_2d(grid), x.dtype)
         return dropout(self.dropout, x, training)
+
+    def _pos_embedding_1d(self, grid):
+        """`pos_embedding`, resampled from `grid_size` to `grid` (as it is on `grid_size`)."""
+        return position_resample.resample_position_embedding(
+            self.pos_embedding, self.grid_size, grid,
+            int(self.use_class_token and not self.no_embed_class), self.pos_embed_resample)
 
     def _prepend_class_token(self, x):
         if not self.use_class_token:
@@ -172,17 +207,24 @@ class PatchEncoder(keras.layers.Layer):
         cls = ops.broadcast_to(ops.cast(self.cls, x.dtype), (ops.shape(x)[0], 1, self.hidden_size))
         return ops.concatenate([cls, x], axis=1)
 
-    def _pos_embedding_2d(self):
-        rows, cols = self.grid_size
+    def _pos_embedding_2d(self, grid=None):
+        rows, cols = self.grid_size if grid is None else grid
         half = self.hidden_size // 2
-        row = ops.broadcast_to(self.pos_embedding_row[:, None, :], (rows, cols, half))
-        col = ops.broadcast_to(self.pos_embedding_col[None, :, :], (rows, cols, half))
+        row_table = position_resample.resample_table(self.pos_embedding_row, rows,
+                                                     self.pos_embed_resample)
+        col_table = position_resample.resample_table(self.pos_embedding_col, cols,
+                                                     self.pos_embed_resample)
+        row = ops.broadcast_to(row_table[:, None, :], (rows, cols, half))
+        col = ops.broadcast_to(col_table[None, :, :], (rows, cols, half))
         grid = ops.reshape(ops.concatenate([row, col], axis=-1), (1, rows * cols, self.hidden_size))
         if self.use_class_token:  # the class token carries no position
             grid = ops.pad(grid, ((0, 0), (1, 0), (0, 0)))
         return grid
 
     def compute_output_shape(self, input_shape):
+        if len(input_shape) == 4:
+            rows, cols = input_shape[1:3]
+            input_shape = (input_shape[0], None if None in (rows, cols) else rows * cols)
         tokens = None if input_shape[1] is None else input_shape[1] + int(self.use_class_token)
         return (input_shape[0], tokens, self.hidden_size)
 
@@ -197,6 +239,7 @@ class PatchEncoder(keras.layers.Layer):
                 "position_embedding": self.position_embedding,
                 "dropout_rate": self.dropout_rate,
                 "no_embed_class": self.no_embed_class,
+                "pos_embed_resample": self.pos_embed_resample,
             }
         )
         return config

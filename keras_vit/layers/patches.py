@@ -19,6 +19,10 @@ class Patches(keras.layers.Layer):
 
     Args:
         patch_size: int or (P_h, P_w). Must divide the image height and width.
+        flatten: True: (B, N, P_h * P_w * C), the patches in row-major order; False: the grid
+            (B, H / P_h, W / P_w, P_h * P_w * C), which keeps the grid's shape for a
+            `PatchEncoder` that resamples its position embedding to each call's grid (images
+            of any size, `keras_vit.layers.position_resample`).
         **kwargs: standard `keras.layers.Layer` arguments.
 
     Example:
@@ -29,32 +33,42 @@ class Patches(keras.layers.Layer):
     (2, 4, 12)
     """
 
-    def __init__(self, patch_size, **kwargs):
+    def __init__(self, patch_size, flatten=True, **kwargs):
         super().__init__(**kwargs)
         self.patch_size = to_pair(patch_size, "patch_size")
+        self.flatten = flatten
 
     def build(self, input_shape):
-        self.grid_size = grid_size(input_shape[1:3], self.patch_size)
+        # None: images of any size, the grid read from each call's images.
+        self.grid_size = (None if None in tuple(input_shape[1:3])
+                          else grid_size(input_shape[1:3], self.patch_size))
         self.built = True
 
     def call(self, images):
         ph, pw = self.patch_size
-        gh, gw = self.grid_size
+        gh, gw = self.grid_size or call_grid(ops.shape(images)[1:3], self.patch_size)
         channels = ops.shape(images)[-1]
         # (B, gh, ph, gw, pw, C) -> (B, gh, gw, ph, pw, C): rows of patches, then patch pixels.
         x = ops.reshape(images, (-1, gh, ph, gw, pw, channels))
         x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        if not self.flatten:
+            return ops.reshape(x, (-1, gh, gw, ph * pw * channels))
         return ops.reshape(x, (-1, gh * gw, ph * pw * channels))
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
-        gh, gw = grid_size((height, width), self.patch_size)
         ph, pw = self.patch_size
-        return (batch, gh * gw, ph * pw * channels)
+        if None in (height, width):
+            gh, gw = (None if n is None else n // p for n, p in zip((height, width), (ph, pw)))
+        else:
+            gh, gw = grid_size((height, width), self.patch_size)
+        if not self.flatten:
+            return (batch, gh, gw, ph * pw * channels)
+        return (batch, None if None in (gh, gw) else gh * gw, ph * pw * channels)
 
     def get_config(self):
         config = super().get_config()
-        config.update({"patch_size": self.patch_size})
+        config.update({"patch_size": self.patch_size, "flatten": self.flatten})
         return config
 
 
@@ -73,3 +87,16 @@ def grid_size(image_size, patch_size):
                 f"(image size {tuple(image_size)}, patch size {tuple(patch_size)})."
             )
     return image_size[0] // patch_size[0], image_size[1] // patch_size[1]
+
+
+def call_grid(size, patch_size):
+    """The patch grid of one call's (height, width): checked like `grid_size` where the size is
+    known while tracing (always on JAX and PyTorch), computed in the graph where it is not (a
+    TensorFlow graph traced for images of any size)."""
+    if all(isinstance(n, int) for n in size):
+        try:
+            return grid_size(tuple(size), patch_size)
+        except ValueError as error:
+            raise ValueError(f"{error} A model built for any image size takes heights and "
+                             "widths that are multiples of the patch size.") from None
+    return tuple(n // p for n, p in zip(size, patch_size))

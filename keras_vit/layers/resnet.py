@@ -138,3 +138,12 @@ def resnet_stem(x, num_layers, width_factor=1):
             strides = 2 if (stage > 1 and unit == 1) else 1
             x = ResidualUnit(width * 2 ** (stage - 1), strides, name=f"block{stage}_unit{unit}")(x)
     return x
+
+
+def stem_output_size(size, num_layers):
+    """The side of `resnet_stem`'s feature map for an input side `size`: each stride-2 layer
+    (the root convolution, its pooling, the first unit of each stage after the first) with
+    SAME padding gives ceil(n / 2)."""
+    for _ in range(2 + max(len(num_layers) - 1, 0)):
+        size = -(-size // 2)
+    return size

@@ -19,7 +19,8 @@ The `keras.applications` rules, with one addition for fine-tuning:
   `include_top=True` and no `head="new"` raises, naming the alternatives.
 - When no `image_size` / `input_shape` / `input_tensor` is given, the model is built at the
   checkpoint's native resolution (384 for the 384 px fine-tuned files; read from the
-  position embedding for files); any other size resamples the position embedding.
+  position embedding for files); any other size resamples the position embedding. A model of
+  any image size (`input_shape=(None, None, 3)`) stores the embedding at that resolution too.
 - `gelu_approximate` left as None takes the GELU the weights were trained with (tanh for the
   official/AugReg/big_vision files, exact erf for HF and timm); an explicit different choice
   warns. `pos_embed_resample` left as None takes the source's algorithm ("official" scipy
@@ -349,8 +350,9 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
             raise ValueError(problem)
         if representation_size is None:
             representation_size = ckpt.representation_size
-    if image_size is None and input_shape is None and input_tensor is None:
-        # keras.applications style: the weights' own input size unless told otherwise.
+    if image_size is None and not _fixed_size(input_shape, input_tensor):
+        # keras.applications style: the weights' own input size unless told otherwise (for a
+        # model of any image size: the grid its position embedding is stored at).
         image_size = (entry.resolution if entry is not None else None) \
             or native_image_size(ckpt, arch, classifier)
     if image_size is None:
@@ -364,6 +366,12 @@ def plan_weights(weights, arch, image_size=None, input_shape=None, input_tensor=
     return WeightsPlan(ckpt, entry, image_size, representation_size, gelu_approximate,
                        pos_embed_resample or ckpt.pos_embed_resample, new_head,
                        patch_embed_resample, normalization)
+
+
+def _fixed_size(input_shape, input_tensor):
+    """Whether the input's height and width are given (not None: any size)."""
+    shape = input_shape if input_shape is not None else getattr(input_tensor, "shape", None)
+    return shape is not None and None not in tuple(shape)[-3:-1]
 
 
 # --------------------------------------------------------------------------- load_weights
