@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import keras
 
@@ -50,8 +51,12 @@ def run(args, log=print) -> int:
         ds = tf_data.build_dataset(source, args.split, config, training=False)
     loss, metrics = modeling.loss_and_metrics(source.num_classes, one_hot=False)
     loaded.model.compile(loss=loss, metrics=metrics)
-    result = loaded.model.evaluate(ds, verbose=args.verbose if args.verbose is not None else "auto",
-                                   return_dict=True)
+    with warnings.catch_warnings():
+        # A --keep-aspect dataset (batches grouped by size) has no known length, for which
+        # Keras warns at its end that the input "ran out of data": that is the whole split.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        result = loaded.model.evaluate(
+            ds, verbose=args.verbose if args.verbose is not None else "auto", return_dict=True)
     report = {
         "model": loaded.path,
         "dataset": dataset,

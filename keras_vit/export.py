@@ -13,6 +13,8 @@ backend is another one:
 The exported signature takes images (B, H, W, C) float32 in the model's input range ([0, 255]
 with `include_preprocessing=True`, else [-1, 1]) and returns the head's output: logits, or
 probabilities when `outputs="probabilities"` (a softmax head), whatever the model was built with.
+A model of any image size (`input_shape=(None, None, 3)`) keeps H and W dynamic in all three
+(LiteRT: (1, -1, -1, C), sized with `Interpreter.resize_tensor_input`).
 """
 
 import importlib.util
@@ -161,7 +163,8 @@ def _export_loaded(model, path, format, verbose):
     keras_format = {"saved_model": "tf_saved_model", "onnx": "onnx", "litert": "litert"}[format]
     kwargs = {"opset_version": ONNX_OPSET} if format == "onnx" else {}
     if format == "litert":
-        # LiteRT wants one fixed shape; serving a batch of one is the usual on-device case.
+        # A batch of one, the usual on-device case; a model of any image size keeps its height
+        # and width dynamic (-1 in the signature: `resize_tensor_input` before each new size).
         signature = [keras.InputSpec(shape=(1, *model.input_shape[1:]), dtype="float32")]
     model.export(os.fspath(path), format=keras_format, input_signature=signature, verbose=verbose,
                  **kwargs)

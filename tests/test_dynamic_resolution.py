@@ -346,3 +346,31 @@ def test_predict_and_evaluate_keep_each_images_aspect_ratio(tmp_path, rng, capsy
     assert cli.main(["predict", "--model-path", str(fixed), "--keep-aspect", str(files[0])]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--keep-aspect needs a model of any image size" in error[0]
+
+
+@once
+def test_benchmark_dry_run_times_and_compares_logits(capsys):
+    """benchmarks/dynamic_resolution.py's worker on a tiny model, in this process: timing rows
+    for each size and the parity table's numbers (its own check of the logits)."""
+    import importlib.util
+
+    path = os.path.join(ROOT, "benchmarks", "dynamic_resolution.py")
+    spec = importlib.util.spec_from_file_location("dynamic_resolution_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = []
+    for extra in ([], ["--parity"]):
+        capsys.readouterr()
+        bench.main(["--dry-run", "--worker", "--rounds", "3", *extra])
+        line = capsys.readouterr().out.splitlines()[-1]
+        results.append(json.loads(line.removeprefix("RESULT ")))
+    timing, parity = results
+    steps = [r for r in timing["rows"] if r["kind"] == "step"]
+    assert [tuple(r["size"]) for r in steps] == [(32, 32)] * 2 + [(24, 40)] * 2
+    assert all(r["dynamic_ms"] > 0 and r["fixed_ms"] > 0 and r["ratio"] > 0 for r in steps)
+    assert len(parity["rows"]) == 2 * len(bench.CASES)
+    for row in parity["rows"]:
+        assert row["relative"] < 1e-5 and row["relative_eager"] < 1e-5, row
+        assert not row["stored"] or (row["bit_equal"] and row["bit_equal_eager"]), row
+    table = bench.report([parity], parity_mode=True)
+    assert table.count("(stored)") == len(bench.CASES)
