@@ -28,6 +28,8 @@ from keras_vit.layers.patch_encoder import PatchEncoder
 from keras_vit.layers.patches import Patches, grid_size
 from keras_vit.layers.utils import to_pair
 
+__all__ = ["aspect_size", "patch_grid", "patch_pixels", "stored_image_size", "takes_any_size"]
+
 
 def _encoder(model):
     encoder = next((layer for layer in model.layers if isinstance(layer, PatchEncoder)), None)

@@ -19,7 +19,10 @@ import zlib
 from conftest import once, require
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULES = ("keras_vit", "keras_vit.analysis", "tf_data")
+# Each module on the reference, with the fewest public names it can have (a module whose names
+# went missing, e.g. an `__all__` emptied by mistake, fails).
+MODULES = {"keras_vit": 10, "keras_vit.analysis": 10, "tf_data": 10, "keras_vit.evaluation": 3,
+           "keras_vit.optimizers": 2, "keras_vit.resolution": 5}
 
 
 def public_names(module):
@@ -54,10 +57,10 @@ def test_the_api_reference_builds_strictly_and_lists_every_public_name(tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rendered = inventory(site)
     missing = []
-    for module_name in MODULES:
+    for module_name, fewest in MODULES.items():
         module = importlib.import_module(module_name)
         names = public_names(module)
-        assert len(names) >= 10, (module_name, names)
+        assert len(names) >= fewest, (module_name, names)
         for name in names:
             value = getattr(module, name)
             # An object may be listed under its own home (a function whose module shares its
