@@ -90,13 +90,7 @@ def test_dinov2_with_registers_by_name(hub, monkeypatch, tmp_path, rng):
                                    last_block_class_token_only=False)
     assert sorted(p.name for p in hub["cache"].iterdir()) == [entry.filename]
     pixels = rng.uniform(0, 255, (2, 42, 42, 3)).astype("float32")
-    with torch.no_grad():
-        out = model(pixel_values=nchw(imagenet_normalised(pixels)))
-    both = keras.Model(ours.inputs, [ours.get_layer("encoder_norm").output, ours.output])
-    tokens, pooled = (numpy(y) for y in both(pixels))
-    assert tokens.shape == (2, 1 + 2 + 9, D)
-    assert relative_error(tokens, out.last_hidden_state.numpy()) < TOLERANCE
-    assert relative_error(pooled, out.pooler_output.numpy()) < TOLERANCE
+    tokens = _matches_hf(model, ours, pixels, prefix=1 + 2)
     # Patch maps without the class and register tokens.
     maps = numpy(keras_vit.feature_extractor(ours, blocks=-1, output="spatial", norm=True)(pixels))
     np.testing.assert_allclose(maps, tokens[:, 3:].reshape(2, 3, 3, D), atol=1e-5)
@@ -110,6 +104,35 @@ def test_dinov2_with_registers_by_name(hub, monkeypatch, tmp_path, rng):
     assert tune.output_shape == (None, 3) and not np.any(numpy(tune.get_layer("head").kernel))
     np.testing.assert_array_equal(numpy(tune.get_layer("registers").registers),
                                   numpy(ours.get_layer("registers").registers))
+
+
+def test_dinov2_by_name(hub, monkeypatch, tmp_path, rng):
+    """DINOv2 without registers: HF layout (`facebook/dinov2-small`, model_type "dinov2"),
+    downloaded by name from the mirror, its 28 px table resampled to 42 px as HF's Dinov2."""
+    shrink(monkeypatch, "DINOv2S14", 28)
+    model = hf_model("dinov2", native=28, patch=14)
+    randomise(model, seed=12)
+    model.save_pretrained(tmp_path / "hf")
+    entry = keras_vit.get_weights_entry("DINOv2S14", "lvd142m")
+    assert entry.path == "facebook/dinov2-small/resolve/main/model.safetensors"
+    publish(hub, entry, tmp_path / "hf" / "model.safetensors")
+    ours = keras_vit.DINOv2S14(weights="lvd142m", image_size=42, pooling="token",
+                               last_block_class_token_only=False)
+    assert sorted(p.name for p in hub["cache"].iterdir()) == [entry.filename]
+    _matches_hf(model, ours, rng.uniform(0, 255, (2, 42, 42, 3)).astype("float32"), prefix=1)
+
+
+def _matches_hf(model, ours, pixels, prefix):
+    """HF's last hidden state and pooled output on ImageNet-normalised pixels, against ours
+    on the raw pixels (the normalisation is inside our model); returns our tokens."""
+    with torch.no_grad():
+        out = model(pixel_values=nchw(imagenet_normalised(pixels)))
+    both = keras.Model(ours.inputs, [ours.get_layer("encoder_norm").output, ours.output])
+    tokens, pooled = (numpy(y) for y in both(pixels))
+    assert tokens.shape == (2, prefix + 9, D)
+    assert relative_error(tokens, out.last_hidden_state.numpy()) < TOLERANCE
+    assert relative_error(pooled, out.pooler_output.numpy()) < TOLERANCE
+    return tokens
 
 
 def test_siglip_by_name(hub, monkeypatch, tmp_path, rng):
