@@ -34,6 +34,13 @@ def test_dry_run_writes_every_row(tmp_path):
         assert check["fp32_rel_error"] < 1e-4  # the float64 reference, as on the GPU
         assert check["bf16_rel_error"] < 5e-2
         assert check["finite"] and check["train_steps"] == 8
+    # every kernel path against the reference, in the task's own process (one attention case
+    # only in the dry run; all of tests/test_kernels.py on the GPU)
+    kernel_rows = {r["system"]: r for r in rows if r.get("task") == "kernels"}
+    assert set(kernel_rows) == {"keras_vit-jax", "keras_vit-torch"}
+    for row in kernel_rows.values():
+        assert row["passed"] and row["failed_tests"] == 0 and row["passed_tests"] >= 2, row
+        assert row["device"] == "cpu" and row["kernels"]["attention"], row
     speed = {(r["system"], r["workload"]): r for r in rows if r.get("task") == "speed"}
     for system in ("keras_vit-jax", "keras_vit-torch", "keras_hub-jax", "hf", "hf-compile"):
         for workload in ("train", "infer"):
@@ -45,6 +52,7 @@ def test_dry_run_writes_every_row(tmp_path):
     assert "img_per_s" in timm or "timm" in timm["error"]
     table = (tmp_path / "table.md").read_text()
     assert "| keras_vit-jax | tiny | train |" in table
+    assert "| keras_vit-torch | cpu |" in table  # the kernels table
     # kernel profiles of the training steps, JAX's and PyTorch's profilers
     for system in ("keras_vit-jax", "keras_vit-torch"):
         profile = speed[system, "train"]["profile_ms_per_step"]

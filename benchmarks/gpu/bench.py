@@ -9,7 +9,10 @@ One call (`benchmarks/gpu/run.sh`) does everything, within a time budget, in pri
    reference): float32 logits with TF32 off within 1e-4, `mixed_bfloat16` logits within 1e-2
    (max |error| / max |reference|); then 200 bf16 training steps of a small model lower its loss
    with no NaN.
-3. `speed`: ViT-B/16 at 224 px, bf16 mixed precision, training (AdamW, batch 256) and inference
+3. `kernels-jax`, `kernels-torch` (after the keras-vit and timm rows of 4): every path of
+   `keras_vit.kernels` on the device against the portable reference, values and gradients,
+   float32 and bfloat16 (tests/test_kernels.py run in the task's process).
+4. `speed`: ViT-B/16 at 224 px, bf16 mixed precision, training (AdamW, batch 256) and inference
    (batch 512), synthetic inputs already on the device, for keras-vit on JAX and on PyTorch,
    timm's `vit_base_patch16_224` (torch.compile, fused attention), HF's
    `ViTForImageClassification` (SDPA; eager and torch.compile) and KerasHub's ViT on JAX; then
@@ -276,6 +279,43 @@ def task_check(args):
     row["passed"] = bool(fp32_error < 1e-4 and bf16_error < 1e-2 and finite
                          and losses[-1] < 0.8 * losses[0])
     emit(row)
+
+
+def task_kernels(args):
+    """Every `keras_vit.kernels` path this device takes, against the portable reference:
+    tests/test_kernels.py's values and gradients, float32 and bfloat16, eager and compiled
+    (on a GPU: JAX's cuDNN attention with padded lengths and its XLA fallback, the float32
+    `dot_product_attention` branch, PyTorch's SDPA in bf16), one row per backend."""
+    import keras
+    import pytest
+
+    from keras_vit import kernels
+
+    class Outcomes:  # a pytest plugin: counts and the first line of each failure
+        def __init__(self):
+            self.counts, self.failures = {"passed": 0, "failed": 0, "skipped": 0}, []
+
+        def pytest_runtest_logreport(self, report):
+            if report.failed:
+                self.counts["failed"] += 1
+                lines = str(report.longrepr).strip().splitlines()
+                self.failures.append(f"{report.nodeid.split('::')[-1]}: {lines[-1][:200]}")
+            elif report.skipped:
+                self.counts["skipped"] += 1
+            elif report.when == "call":
+                self.counts["passed"] += 1
+
+    outcomes = Outcomes()
+    # The dry run (CPU, make test) runs one attention case: make test runs the rest itself.
+    selection = ["-k", "test_attention and tiny and plain"] if args.dry_run else []
+    code = pytest.main([os.path.join(ROOT, "tests", "test_kernels.py"), "-q", "-p",
+                        "no:cacheprovider", *selection],
+                       plugins=[outcomes])
+    emit({"task": "kernels", "system": f"keras_vit-{keras.backend.backend()}",
+          "device": kernels.device(), "kernels": kernels.describe(),
+          **{f"{k}_tests": v for k, v in outcomes.counts.items()},
+          "failures": outcomes.failures[:30],
+          "passed": int(code) == 0 and outcomes.counts["passed"] > 0})
 
 
 def _device(backend):
@@ -548,6 +588,9 @@ def plan(args):
         speed("keras_vit-jax", main, both, 150, "jax", profile="train"),
         speed("timm", main, both, 200, profile="train"),
         speed("keras_vit-torch", main, both, 90, profile="train"),
+        # Every GPU kernel path against the reference, values and gradients (issue 30, item 2).
+        ("kernels jax", ["--task", "kernels"], {"KERAS_BACKEND": "jax"}, 120),
+        ("kernels torch", ["--task", "kernels"], {"KERAS_BACKEND": "torch"}, 60),
         speed("hf", main, both, 75),
         speed("keras_hub-jax", main, both, 130, "jax"),
         speed("hf-compile", main, both, 150),
@@ -628,6 +671,13 @@ def format_table(rows):
                          f"{r['bf16_weights_only_rel_error']:.2e} | "
                          f"{r['loss_first_epoch']:.3f} -> {r['loss_last_epoch']:.3f} "
                          f"({r['train_steps']} steps) | {r['passed']} |")
+    lines.append("\n| kernels | device | passed | failed | skipped | first failures |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in rows:
+        if r.get("task") == "kernels":
+            lines.append(f"| {r['system']} | {r['device']} | {r['passed_tests']} | "
+                         f"{r['failed_tests']} | {r['skipped_tests']} | "
+                         f"{'; '.join(r['failures'][:3])} |")
     lines.append("\n| system | variant | workload | batch | img/s | MFU (989 TF) | MFU (measured) "
                  "| step ms | first steps s | notes |")
     lines.append("|---|---|---|---|---|---|---|---|---|---|")
@@ -652,7 +702,7 @@ def format_table(rows):
                          "(ms per step: total, then the busiest kernels):")
             lines += [f"  {ms:>9} {name}" for name, ms in r["profile_ms_per_step"]]
     for r in rows:
-        if r.get("task") not in ("env", "check", "speed") or "error" in r and r.get("task") != "speed":
+        if r.get("task") not in ("env", "check", "kernels", "speed") or "error" in r and r.get("task") != "speed":
             lines.append(f"- {r.get('task_name', r.get('task'))}: "
                          f"{r.get('error') or r.get('skipped')}")
     return "\n".join(lines) + "\n"
@@ -685,7 +735,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     if args.task is None:
         return run_all(args)
-    {"env": task_env, "check": task_check, "speed": task_speed}[args.task](args)
+    {"env": task_env, "check": task_check, "kernels": task_kernels,
+     "speed": task_speed}[args.task](args)
     return None
 
 

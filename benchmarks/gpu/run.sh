@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The accelerator proof in one call (see bench.py): installs the wheels it brings along
 # (.whl/, fetched by benchmarks/gpu/wheels.sh: Keras and what it needs that the GPU image
-# lacks, KerasHub for the peer) into a temporary folder when this Python lacks them, puts this
+# lacks, KerasHub for the peer, pytest for the kernels task) into a temporary folder when this Python lacks them, puts this
 # checkout on the path, and runs every check and measurement within the time budget.
 # Results: $OUT/h200.json, $OUT/table.md, $OUT/log.txt.
 #
@@ -11,7 +11,7 @@ set -u
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-gpu-results}"
 PYTHON="${PYTHON:-python3}"
-has='import importlib.util as u, sys; sys.exit(not (u.find_spec("keras") and u.find_spec("keras_hub")))'
+has='import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, ("keras", "keras_hub", "pytest"))))'
 if ! "$PYTHON" -c "$has" && compgen -G ".whl/*.whl" > /dev/null; then
   site="$(mktemp -d)/site"
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

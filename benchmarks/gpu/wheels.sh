@@ -10,7 +10,8 @@ cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python3}"
 pin() { grep -i "^$1==" constraints.txt | head -1; }
 packages=()
-for name in keras namex optree keras-hub kagglehub kagglesdk; do
+# pytest and its own requirements: the kernels task runs tests/test_kernels.py on the GPU.
+for name in keras namex optree keras-hub kagglehub kagglesdk pytest pluggy iniconfig packaging; do
   spec="$(pin "$name")"
   [ -n "$spec" ] || { echo "wheels.sh: $name is not pinned in constraints.txt" >&2; exit 2; }
   packages+=("$spec")
